@@ -1,0 +1,223 @@
+"""The `kdgan` command: train | generate | export | presets | data prepare | data info."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from kdgan.errors import KdganError
+
+log = logging.getLogger("kdgan")
+
+
+def _setup_logging(verbose: bool) -> None:
+    from kdgan.training.monitor import TqdmHandler
+
+    handler = TqdmHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    root = logging.getLogger("kdgan")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    root.propagate = False
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="kdgan")
+@click.option("-v", "--verbose", is_flag=True, help="Debug-level log lines.")
+def cli(verbose: bool) -> None:
+    """kdgan: train GANs on little data with knowledge distillation, and compress them.
+
+    Start with `kdgan train --preset demo --outdir runs/demo` (a few CPU minutes on the
+    embedded 100 LFW faces), then `kdgan generate --ckpt runs/demo/export --num 16 --outdir out`.
+    """
+    _setup_logging(verbose)
+
+
+# --------------------------------------------------------------------------- train
+@cli.command()
+@click.option("--data", help="Prepared zip, image folder/zip, CIFAR archive, or built-in name "
+              "(lfw-faces, cifar10, cifar100). Default: the preset's, else lfw-faces.")
+@click.option("--outdir", required=True, type=click.Path(file_okay=False),
+              help="Run folder. Re-running the same command in it resumes from the last checkpoint.")
+@click.option("--preset", help="Named configuration (see `kdgan presets`); flags override its fields.")
+@click.option("--steps", type=int, help="Training length in G steps.")
+@click.option("--batch-size", type=int, help="Images per D/G step, summed over processes.")
+@click.option("--device", help="auto | cpu | cuda | cuda:N (default auto: cuda when available).")
+@click.option("--seed", type=int, help="Seed of initialisation, sampling and augmentation.")
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), help="Autocast precision.")
+@click.option("--resolution", type=int, help="Image side in px (32 or 64).")
+@click.option("--split", help="Split folder to read when the data has train/ and test/.")
+@click.option("--data-fraction", type=float, help="Train on this fraction of the data, in (0, 1].")
+@click.option("--set", "sets", multiple=True, metavar="FIELD=VALUE",
+              help="Override any config field, e.g. --set g_lr=1e-4 (repeatable).")
+@click.option("--dry-run", is_flag=True, help="Print the resolved config and exit.")
+def train(data, outdir, preset, steps, batch_size, device, seed, precision, resolution, split,
+          data_fraction, sets, dry_run) -> None:
+    """Train a GAN; resumable, with samples, logs, checkpoints and a generator export."""
+    from kdgan import config as config_lib
+
+    overrides = {"data": data, "steps": steps, "batch_size": batch_size, "device": device,
+                 "seed": seed, "precision": precision, "resolution": resolution, "split": split,
+                 "data_fraction": data_fraction}
+    for item in sets:
+        if "=" not in item:
+            raise KdganError(f"--set expects FIELD=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        overrides[key.strip().replace("-", "_")] = value
+    cfg = config_lib.resolve(preset, overrides)
+    if dry_run:
+        click.echo(config_lib.dumps(cfg))
+        return
+    from kdgan.training.loop import Trainer
+    from kdgan.utils.dist import shutdown_distributed
+
+    try:
+        trainer = Trainer(cfg, outdir)
+        summary = trainer.run()
+    finally:
+        shutdown_distributed()
+    if not trainer.info.is_main:
+        return
+    if summary["stopped_early"]:
+        click.echo(f"stopped at step {summary['step']}; checkpoint saved: {summary['checkpoint']}\n"
+                   "re-run the same command to resume.")
+        sys.exit(130)
+    minutes, seconds = divmod(int(summary["seconds"]), 60)
+    samples = sorted(Path(summary["samples"]).glob("fakes-*.png"))
+    click.echo(
+        f"\ndone: step {summary['step']} of {cfg.steps} ({summary['steps_run']} steps in "
+        f"{minutes}m{seconds:02d}s{', resumed from step %d' % summary['resumed_from'] if summary['resumed_from'] is not None else ''})\n"
+        f"  samples:    {samples[-1] if samples else summary['samples']}\n"
+        f"  checkpoint: {summary['checkpoint']}\n"
+        f"  generator:  {summary['export']}\n"
+        f"  logs:       {Path(outdir) / 'log.jsonl'}, tensorboard --logdir {Path(outdir) / 'tensorboard'}\n"
+        f"more images:  kdgan generate --ckpt {Path(outdir) / 'export'} --num 64 --outdir "
+        f"{Path(outdir) / 'generated'}"
+    )
+
+
+# --------------------------------------------------------------------------- generate
+@cli.command()
+@click.option("--ckpt", required=True, type=click.Path(exists=True),
+              help="A checkpoint (.pt), an export folder, or G_ema.safetensors.")
+@click.option("--num", required=True, type=click.IntRange(min=1), help="How many images.")
+@click.option("--outdir", required=True, type=click.Path(file_okay=False), help="Where to write.")
+@click.option("--seed", default=0, show_default=True, help="Seed of z (same seed, same images).")
+@click.option("--class", "class_index", type=int, help="Only this class (conditional G); "
+              "default: classes in turn.")
+@click.option("--batch-size", default=64, show_default=True, help="Images per forward pass.")
+@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N.")
+@click.option("--npz", is_flag=True, help="Also write images.npz: arr_0 uint8 (N, H, W, 3) "
+              "(OpenAI evaluator convention) and labels.")
+def generate(ckpt, num, outdir, seed, class_index, batch_size, device, npz) -> None:
+    """Write PNGs (and optionally an npz) from the EMA generator of a run."""
+    from kdgan.generate import generate_images
+
+    paths = generate_images(ckpt, num, outdir, seed=seed, class_index=class_index,
+                            batch_size=batch_size, device=device, npz=npz)
+    click.echo(f"wrote {num} images to {outdir}" + (f" and {paths['npz']}" if npz else ""))
+
+
+# --------------------------------------------------------------------------- export
+@cli.command()
+@click.option("--ckpt", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="A training checkpoint (.pt).")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Folder for G_ema.safetensors + config.json.")
+def export(ckpt, out) -> None:
+    """Export the EMA generator of a checkpoint to safetensors + config.json."""
+    from kdgan.generate import export_checkpoint
+
+    click.echo(f"wrote {export_checkpoint(ckpt, out)}")
+
+
+# --------------------------------------------------------------------------- presets
+@cli.command()
+def presets() -> None:
+    """List the named configurations, with the paper's FID where one is reported."""
+    from kdgan.config import PRESETS
+
+    width = max(len(n) for n in PRESETS)
+    for name, p in PRESETS.items():
+        fid = f"  [paper FID {p.paper_fid:.2f}]" if p.paper_fid is not None else ""
+        click.echo(f"{name:<{width}}  {p.description}{fid}")
+
+
+# --------------------------------------------------------------------------- data
+@cli.group()
+def data() -> None:
+    """Prepare and inspect data sets."""
+
+
+@data.command("prepare")
+@click.argument("src")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output .zip.")
+@click.option("--resolution", type=int, help="Resize to this side in px (default: keep).")
+@click.option("--split", default="train", show_default=True,
+              help="Split folder to read when SRC has train/ and test/ (CIFAR: train | test).")
+@click.option("--fraction", default=1.0, show_default=True, type=float,
+              help="Keep this fraction of the images, in (0, 1].")
+@click.option("--seed", default=0, show_default=True, help="Seed of the subset draw.")
+@click.option("--balanced", is_flag=True, help="Draw the same fraction from every class.")
+@click.option("--strict", is_flag=True, help="Fail on the first unreadable file instead of skipping.")
+def data_prepare(src, out, resolution, split, fraction, seed, balanced, strict) -> None:
+    """Turn SRC (folder, zip, CIFAR archive or built-in name) into a zip of PNGs + dataset.json."""
+    from kdgan.data.prepare import prepare
+
+    ds, skipped = prepare(src, out, resolution=resolution, split=split, fraction=fraction,
+                          seed=seed, balanced=balanced, strict=strict)
+    for name, reason in skipped:
+        click.echo(f"skipped {name}: {reason}", err=True)
+    classes = f", {ds.num_classes} classes" if ds.num_classes else ""
+    click.echo(f"wrote {out}: {len(ds)} images, {ds.resolution}x{ds.resolution}{classes}"
+               + (f"; skipped {len(skipped)} unreadable file(s), listed above" if skipped else ""))
+
+
+@data.command("info")
+@click.argument("dataset")
+@click.option("--split", default="train", show_default=True, help="Split to read, if any.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def data_info(dataset, split, as_json) -> None:
+    """Describe a data set: size, resolution, classes, provenance, content hash."""
+    from kdgan.data import load_images
+    from kdgan.data.prepare import describe
+
+    ds, skipped = load_images(dataset, split=split)
+    info = describe(ds)
+    if skipped:
+        info["unreadable_files"] = [n for n, _ in skipped]
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    for k, v in info.items():
+        if isinstance(v, dict):
+            v = ", ".join(f"{a}: {b}" for a, b in v.items())
+        elif isinstance(v, list):
+            v = ", ".join(v)
+        click.echo(f"{k:<16}{v}")
+
+
+def main() -> None:
+    """Entry point: user errors become one line on stderr and exit status 2, never a traceback."""
+    try:
+        cli.main(standalone_mode=False)
+    except KdganError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

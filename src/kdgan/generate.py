@@ -1,0 +1,78 @@
+"""Sampling and export from trained generators."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from kdgan.data import to_uint8
+from kdgan.errors import KdganError
+from kdgan.nets import load_generator
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise KdganError("--device cuda was asked for but no CUDA device is visible; use --device cpu")
+    return torch.device(name)
+
+
+@torch.no_grad()
+def generate_images(ckpt: str | os.PathLike, num: int, outdir: str | os.PathLike, seed: int = 0,
+                    class_index: int | None = None, batch_size: int = 64, device: str = "auto",
+                    npz: bool = False) -> dict[str, str]:
+    """Write `num` PNGs (000000.png, ...) from the EMA generator; the same seed gives the same
+    images whatever the batch size. Classes are taken in turn unless `class_index` is given."""
+    dev = _device(device)
+    G = load_generator(ckpt, dev)
+    if class_index is not None and not 0 <= class_index < max(G.c_dim, 1):
+        raise KdganError(f"--class {class_index} is out of range: this generator has "
+                         f"{G.c_dim} classes (0..{G.c_dim - 1})" if G.c_dim else
+                         f"--class {class_index}: this generator is unconditional; drop --class")
+    g = torch.Generator().manual_seed(seed)
+    z_all = torch.randn(num, G.z_dim, generator=g)
+    if class_index is not None:
+        labels_all = torch.full((num,), class_index, dtype=torch.long)
+    else:
+        labels_all = torch.arange(num) % max(G.c_dim, 1)
+    out = Path(outdir)
+    out.mkdir(parents=True, exist_ok=True)
+    chunks = []
+    for start in tqdm(range(0, num, batch_size), desc="generate", unit="batch", leave=False):
+        z = z_all[start:start + batch_size].to(dev)
+        images = to_uint8(G(z, labels_all[start:start + batch_size].to(dev))).numpy()
+        for i, img in enumerate(images):
+            Image.fromarray(img).save(out / f"{start + i:06d}.png")
+        if npz:
+            chunks.append(images)
+    paths = {"folder": str(out)}
+    if npz:
+        paths["npz"] = str(out / "images.npz")
+        np.savez(out / "images.npz", arr_0=np.concatenate(chunks), labels=labels_all.numpy())
+    return paths
+
+
+def export_checkpoint(ckpt: str | os.PathLike, out: str | os.PathLike) -> Path:
+    """Write G_ema of a training checkpoint as safetensors + config.json; returns the file."""
+    from safetensors.torch import save_file
+
+    from kdgan.training.checkpoint import load_checkpoint
+
+    state = load_checkpoint(ckpt)
+    G_ema = state["nets"]["G_ema"]
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.contiguous() for k, v in G_ema["state"].items()}
+    save_file(tensors, str(folder / "G_ema.safetensors"),
+              metadata={"kdgan_net_config": json.dumps(G_ema["config"]), "step": str(state["step"])})
+    (folder / "config.json").write_text(json.dumps(
+        {"generator": G_ema["config"], "training": state["config"],
+         "class_names": state["dataset"]["class_names"], "step": state["step"]}, indent=2))
+    return folder / "G_ema.safetensors"

@@ -1,0 +1,1 @@
+"""Loss functions; each returns scalars and never calls backward()."""

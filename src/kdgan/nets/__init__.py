@@ -1,0 +1,68 @@
+"""Networks, rebuilt from their saved config dicts (`net.config`)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from kdgan.errors import KdganError
+from kdgan.nets.biggan import BigGANDiscriminator, BigGANGenerator
+
+GENERATORS: dict[str, type[nn.Module]] = {"biggan": BigGANGenerator}
+DISCRIMINATORS: dict[str, type[nn.Module]] = {"biggan": BigGANDiscriminator}
+
+
+def _build(registry: dict[str, type[nn.Module]], config: dict[str, Any]) -> nn.Module:
+    kwargs = dict(config)
+    arch = kwargs.pop("arch", None)
+    if arch not in registry:
+        raise KdganError(f"unknown network arch {arch!r}; known: {', '.join(registry)}")
+    return registry[arch](**kwargs)
+
+
+def build_generator(config: dict[str, Any]) -> nn.Module:
+    """A freshly initialised generator from its config dict (as in `G.config`)."""
+    return _build(GENERATORS, config)
+
+
+def build_discriminator(config: dict[str, Any]) -> nn.Module:
+    """A freshly initialised discriminator from its config dict."""
+    return _build(DISCRIMINATORS, config)
+
+
+def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
+    """The EMA generator of a checkpoint (.pt), an export (.safetensors), or an export folder.
+
+    Returns the generator in eval mode: `G(z, labels)` with z (B, G.z_dim) and labels (B,)
+    int64 in [0, G.c_dim) (ignored when c_dim == 0) gives images (B, 3, R, R) in [-1, 1].
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / "G_ema.safetensors"
+    if not path.exists():
+        raise KdganError(f"generator file {path} does not exist")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file, safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        if "kdgan_net_config" in meta:
+            config = json.loads(meta["kdgan_net_config"])
+        elif (path.parent / "config.json").exists():
+            config = json.loads((path.parent / "config.json").read_text())["generator"]
+        else:
+            raise KdganError(f"{path} has no generator config (metadata or config.json beside it)")
+        G = build_generator(config)
+        G.load_state_dict(load_file(str(path)))
+    else:
+        from kdgan.training.checkpoint import load_checkpoint
+
+        ckpt = load_checkpoint(path)
+        G = build_generator(ckpt["nets"]["G_ema"]["config"])
+        G.load_state_dict(ckpt["nets"]["G_ema"]["state"])
+    return G.eval().requires_grad_(False).to(device)

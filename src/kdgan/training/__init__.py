@@ -1,0 +1,1 @@
+"""The training loop, objectives, EMA, checkpoints and run logging."""

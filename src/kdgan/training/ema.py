@@ -1,0 +1,27 @@
+"""Exponential moving average of generator weights (G_ema)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+@torch.no_grad()
+def update_ema(G_ema: nn.Module, G: nn.Module, decay: float) -> None:
+    """G_ema <- decay * G_ema + (1 - decay) * G for parameters; buffers are copied.
+
+    decay = 0 makes G_ema an exact copy (used before the EMA start step).
+    """
+    ema_params = list(G_ema.parameters())
+    params = list(G.parameters())
+    if decay == 0.0:
+        torch._foreach_copy_(ema_params, params)
+    else:
+        torch._foreach_lerp_(ema_params, params, 1.0 - decay)
+    for b_ema, b in zip(G_ema.buffers(), G.buffers(), strict=True):
+        b_ema.copy_(b)
+
+
+def ema_decay_at(step: int, decay: float, start_steps: int) -> float:
+    """BigGAN schedule: plain copies until `start_steps`, then a constant decay."""
+    return 0.0 if step < start_steps else decay

@@ -1,0 +1,376 @@
+"""The training loop: D steps, a G step, EMA; logging, samples, checkpoints, resume, export."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import logging
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from kdgan import config as config_lib
+from kdgan.augment import DiffAugment
+from kdgan.config import RESUMABLE_FIELDS, TrainConfig
+from kdgan.data import ImageSet, load_images, select_subset, to_model_range, to_uint8
+from kdgan.errors import KdganError, TrainingDiverged
+from kdgan.nets import build_discriminator, build_generator
+from kdgan.training.checkpoint import FORMAT, CheckpointManager
+from kdgan.training.ema import ema_decay_at, update_ema
+from kdgan.training.monitor import RunMonitor, save_image_grid
+from kdgan.training.objectives import GANObjective
+from kdgan.utils.dist import (
+    DistInfo,
+    average_gradients,
+    broadcast_module,
+    init_distributed,
+    params_checksum,
+)
+from kdgan.utils.seed import get_rng_state, seed_all, set_rng_state
+
+log = logging.getLogger(__name__)
+
+# Real data below this size is kept on the GPU, so batches are gathered there.
+_GPU_DATA_BYTES = 2 << 30
+
+
+def resolve_device(name: str, info: DistInfo) -> torch.device:
+    """'auto' -> cuda when available, else cpu; under torchrun each rank gets its local GPU."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise KdganError("--device cuda was asked for but no CUDA device is visible; use --device cpu")
+        if device.index is None:
+            device = torch.device("cuda", info.local_rank)
+        torch.cuda.set_device(device)
+    return device
+
+
+def load_training_set(cfg: TrainConfig) -> ImageSet:
+    """The images a config trains on: the source at `resolution`, then the configured subset."""
+    ds, skipped = load_images(cfg.data, split=cfg.split, resolution=cfg.resolution)
+    for name, reason in skipped[:20]:
+        log.warning("skipped %s: %s", name, reason)
+    if len(skipped) > 20:
+        log.warning("... and %d more unreadable files", len(skipped) - 20)
+    indices = select_subset(len(ds), cfg.data_fraction, cfg.data_seed, ds.labels, cfg.data_balanced)
+    return ds.take(indices)
+
+
+class Trainer:
+    """Owns G, D, G_ema, optimisers, data and the step counter; `run()` trains to `cfg.steps`."""
+
+    def __init__(self, cfg: TrainConfig, run_dir: str | Path, dataset: ImageSet | None = None):
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.info = init_distributed("cuda" if cfg.device.startswith("cuda") or (
+            cfg.device == "auto" and torch.cuda.is_available()) else "cpu")
+        self.device = resolve_device(cfg.device, self.info)
+        if cfg.batch_size % self.info.world_size:
+            raise KdganError(
+                f"batch_size {cfg.batch_size} is not divisible by the {self.info.world_size} "
+                "processes; choose a multiple of the process count"
+            )
+        self.local_batch = cfg.batch_size // self.info.world_size
+
+        self.dataset = dataset if dataset is not None else load_training_set(cfg)
+        if len(self.dataset) < cfg.batch_size:
+            raise KdganError(
+                f"the data has {len(self.dataset)} images, fewer than one batch of {cfg.batch_size}; "
+                f"use --batch-size {len(self.dataset)} or less, or more data"
+            )
+        self.data_hash = self.dataset.content_hash()
+        use_labels = cfg.conditional and self.dataset.labels is not None
+        self.c_dim = self.dataset.num_classes if use_labels else 0
+
+        seed_all(cfg.seed)  # identical initialisation on every rank
+        self.G = build_generator({"arch": cfg.arch, "z_dim": cfg.z_dim, "c_dim": self.c_dim,
+                                  "img_resolution": cfg.resolution, "ch": cfg.g_ch}).to(self.device)
+        self.D = build_discriminator({"arch": cfg.arch, "c_dim": self.c_dim,
+                                      "img_resolution": cfg.resolution, "ch": cfg.d_ch}).to(self.device)
+        broadcast_module(self.G, self.info)
+        broadcast_module(self.D, self.info)
+        self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
+        self.opt_G = torch.optim.Adam(self.G.parameters(), lr=cfg.g_lr, betas=cfg.betas, eps=cfg.adam_eps)
+        self.opt_D = torch.optim.Adam(self.D.parameters(), lr=cfg.d_lr, betas=cfg.betas, eps=cfg.adam_eps)
+        self.augment = DiffAugment(cfg.diffaugment)
+        self.objective = GANObjective(cfg.loss, self.augment, cfg.z_dim, self.c_dim)
+        self.autocast_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.precision]
+        self.scalers = {k: torch.amp.GradScaler(self.device.type, enabled=cfg.precision == "fp16")
+                        for k in ("G", "D")}
+        seed_all(cfg.seed + self.info.rank)  # per-rank stream for sampling and augmentation
+
+        images = torch.from_numpy(self.dataset.images).permute(0, 3, 1, 2).contiguous()
+        on_gpu = self.device.type == "cuda" and images.numel() < _GPU_DATA_BYTES
+        self.images = images.to(self.device) if on_gpu else images
+        labels = self.dataset.labels if use_labels else np.zeros(len(self.dataset), np.int64)
+        self.labels = torch.from_numpy(labels).to(self.images.device)
+        self._perms: dict[int, torch.Tensor] = {}
+        self.step = 0
+        self.ckpts = CheckpointManager(self.run_dir / "checkpoints", cfg.keep_ckpts)
+        self._stop = threading.Event()
+
+    # ------------------------------------------------------------------ data
+    def _permutation(self, epoch: int) -> torch.Tensor:
+        if epoch not in self._perms:
+            g = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch)
+            self._perms = {e: p for e, p in self._perms.items() if e >= epoch - 1}
+            self._perms[epoch] = torch.randperm(len(self.dataset), generator=g).to(self.images.device)
+        return self._perms[epoch]
+
+    def real_batch(self, batch_index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The `batch_index`-th real batch of this rank: a pure function of the index, so resume
+        needs no sampler state. Images (B, 3, R, R) in [-1, 1], labels (B,) int64."""
+        n = len(self.dataset)
+        start = batch_index * self.cfg.batch_size + self.info.rank * self.local_batch
+        pos = torch.arange(start, start + self.local_batch)
+        epochs, offsets = pos // n, pos % n
+        idx = torch.empty(self.local_batch, dtype=torch.long, device=self.images.device)
+        for e in epochs.unique().tolist():
+            sel = epochs == e
+            idx[sel.to(idx.device)] = self._permutation(e)[offsets[sel].to(idx.device)]
+        x = to_model_range(self.images[idx].to(self.device, non_blocking=True))
+        if self.cfg.xflip:
+            flip = torch.rand(x.shape[0], 1, 1, 1, device=self.device) < 0.5
+            x = torch.where(flip, x.flip(3), x)
+        return x, self.labels[idx].to(self.device)
+
+    # ------------------------------------------------------------------ step
+    def _autocast(self):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    def _optimize(self, name: str, terms: dict[str, torch.Tensor]) -> torch.Tensor:
+        net, opt = (self.G, self.opt_G) if name == "G" else (self.D, self.opt_D)
+        scaler = self.scalers[name]
+        total = torch.stack(list(terms.values())).sum()
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(total).backward()
+        average_gradients(list(net.parameters()), self.info)
+        scaler.step(opt)
+        scaler.update()
+        return total.detach()
+
+    def train_step(self) -> dict[str, torch.Tensor]:
+        """One G step after `d_steps` D steps; returns detached loss terms and stats."""
+        cfg = self.cfg
+        logs: dict[str, torch.Tensor] = {}
+        self.D.requires_grad_(True)
+        for i in range(cfg.d_steps):
+            real, labels = self.real_batch(self.step * cfg.d_steps + i)
+            with self._autocast():
+                terms, stats = self.objective.d_terms(self.G, self.D, real, labels)
+            self._optimize("D", terms)
+            for k, v in {**terms, **stats}.items():
+                logs[k] = logs.get(k, 0.0) + v.detach() / cfg.d_steps
+        self.D.requires_grad_(False)  # no D weight gradients in the G phase
+        with self._autocast():
+            terms, stats = self.objective.g_terms(self.G, self.D, self.local_batch, self.device)
+        self._optimize("G", terms)
+        self.D.requires_grad_(True)
+        logs.update({k: v.detach() for k, v in {**terms, **stats}.items()})
+        self.step += 1
+        update_ema(self.G_ema, self.G, ema_decay_at(self.step, cfg.ema_decay, cfg.ema_start_steps))
+        return logs
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue bit-exactly (RNG of every rank included)."""
+        rng = get_rng_state()
+        if self.info.world_size > 1:
+            gathered: list[Any] = [None] * self.info.world_size
+            dist.all_gather_object(gathered, rng)
+            rng_states = gathered
+        else:
+            rng_states = [rng]
+
+        def net(m: torch.nn.Module) -> dict[str, Any]:
+            return {"config": dict(m.config), "state": m.state_dict()}
+
+        return {
+            "format": FORMAT,
+            "step": self.step,
+            "config": config_lib.to_dict(self.cfg),
+            "dataset": {"content_sha256": self.data_hash, "num_images": len(self.dataset),
+                        "class_names": self.dataset.class_names},
+            "nets": {"G": net(self.G), "D": net(self.D), "G_ema": net(self.G_ema)},
+            "optim": {"G": self.opt_G.state_dict(), "D": self.opt_D.state_dict()},
+            "scalers": {k: s.state_dict() for k, s in self.scalers.items()},
+            "rng": rng_states,
+        }
+
+    def load_state_dict(self, ckpt: dict[str, Any]) -> None:
+        """Restore a checkpoint written by `state_dict` (after checking it fits this run)."""
+        saved = ckpt["config"]
+        now = config_lib.to_dict(self.cfg)
+        diff = [f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in now
+                if k not in RESUMABLE_FIELDS and saved.get(k) != now.get(k)]
+        if diff:
+            raise KdganError(
+                f"{self.run_dir} holds a run with a different config ({'; '.join(diff)}); "
+                "re-run with the original flags to resume it, or use a new --outdir"
+            )
+        if ckpt["dataset"]["content_sha256"] != self.data_hash:
+            raise KdganError(
+                f"the data differs from the data {self.run_dir} was trained on (content hash "
+                "changed); point --data at the original data, or use a new --outdir"
+            )
+        for name in ("G", "D", "G_ema"):
+            getattr(self, name).load_state_dict(ckpt["nets"][name]["state"])
+        self.opt_G.load_state_dict(ckpt["optim"]["G"])
+        self.opt_D.load_state_dict(ckpt["optim"]["D"])
+        for k, s in self.scalers.items():
+            if ckpt["scalers"][k]:
+                s.load_state_dict(ckpt["scalers"][k])
+        rng = ckpt["rng"]
+        set_rng_state(rng[self.info.rank] if self.info.rank < len(rng) else rng[0])
+        self.step = int(ckpt["step"])
+
+    # ------------------------------------------------------------------ outputs
+    def grid_latents(self) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Fixed z and labels for sample grids: one row per class (up to 10), else 8 x 8."""
+        cols = 10 if self.c_dim else 8
+        rows = min(self.c_dim, 10) if self.c_dim else 8
+        g = torch.Generator().manual_seed(self.cfg.seed)
+        z = torch.randn(rows * cols, self.cfg.z_dim, generator=g)
+        labels = torch.arange(rows).repeat_interleave(cols) % max(self.c_dim, 1)
+        return z.to(self.device), labels.to(self.device), cols
+
+    @torch.no_grad()
+    def save_samples(self, path: Path) -> None:
+        z, labels, cols = self.grid_latents()
+        save_image_grid(to_uint8(self.G_ema(z, labels)), path, cols)
+
+    def export(self, folder: Path) -> Path:
+        """G_ema as safetensors (config in the metadata) + config.json, for `load_generator`."""
+        from safetensors.torch import save_file
+
+        folder.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu().contiguous() for k, v in self.G_ema.state_dict().items()}
+        meta = {"kdgan_net_config": json.dumps(self.G_ema.config), "step": str(self.step)}
+        tmp = folder / ".G_ema.safetensors.tmp"
+        save_file(state, str(tmp), metadata=meta)
+        tmp.replace(folder / "G_ema.safetensors")
+        (folder / "config.json").write_text(json.dumps(
+            {"generator": self.G_ema.config, "training": config_lib.to_dict(self.cfg),
+             "class_names": self.dataset.class_names, "step": self.step}, indent=2))
+        return folder / "G_ema.safetensors"
+
+    # ------------------------------------------------------------------ loop
+    def _check_finite(self, logs: dict[str, torch.Tensor], bad_steps: torch.Tensor) -> None:
+        if bad_steps.item() == 0:
+            return
+        terms = [k for k, v in logs.items() if not torch.isfinite(torch.as_tensor(v)).all()]
+        last = self.ckpts.steps()
+        where = f"the last good checkpoint is {self.ckpts.path(last[-1])}" if last else "no checkpoint was written yet"
+        raise TrainingDiverged(
+            f"training diverged: non-finite loss ({', '.join(terms) or 'a loss term'}) by step "
+            f"{self.step}; stopped without saving, {where}. Lower the learning rates "
+            "(--set g_lr=..., d_lr=...) or use --precision fp32, and use a new --outdir"
+        )
+
+    def _install_signal_handlers(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+
+        def handler(signum: int, _frame: Any) -> None:
+            if self._stop.is_set():
+                raise KeyboardInterrupt
+            log.warning("received %s: saving a checkpoint after this step (again to abort)",
+                        signal.Signals(signum).name)
+            self._stop.set()
+
+        signal.signal(signal.SIGINT, handler)
+        signal.signal(signal.SIGTERM, handler)
+
+    def _stop_requested(self) -> bool:
+        stop = self._stop.is_set()
+        if self.info.world_size > 1:
+            flag = torch.tensor([float(stop)], device=self.device)
+            dist.all_reduce(flag)
+            stop = bool(flag.item() > 0)
+        return stop
+
+    def run(self) -> dict[str, Any]:
+        """Train to `cfg.steps` (resuming from the run folder), export, and return a summary."""
+        cfg, main = self.cfg, self.info.is_main
+        ckpt = self.ckpts.load_latest()
+        resumed_from = None
+        if ckpt is not None:
+            self.load_state_dict(ckpt)
+            resumed_from = self.step
+            log.info("resuming %s from step %d", self.run_dir, self.step)
+        del ckpt
+        if main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "config.json").write_text(config_lib.dumps(cfg))
+            z, labels, cols = self.grid_latents()
+            reals = self.dataset.images[: len(z)]
+            save_image_grid(reals, self.run_dir / "samples" / "reals.png", cols)
+            log.info(
+                "training %s on %d images (%s), %d classes, %d px, device %s, %d process(es)",
+                cfg.arch, len(self.dataset), cfg.data, self.c_dim, cfg.resolution,
+                self.device, self.info.world_size,
+            )
+        self._install_signal_handlers()
+        monitor = RunMonitor(self.run_dir, main, self.step, cfg.steps, cfg.batch_size * cfg.d_steps)
+        sums: dict[str, torch.Tensor] = {}
+        count = 0
+        bad = torch.zeros((), dtype=torch.int64, device=self.device)
+        t0, start_step = time.perf_counter(), self.step
+        stopped = False
+        try:
+            while self.step < cfg.steps:
+                logs = self.train_step()
+                monitor.update()
+                total = torch.stack([v for k, v in logs.items() if not k.startswith("stats/")]).sum()
+                bad += (~torch.isfinite(total)).long()
+                for k, v in logs.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                count += 1
+                last = self.step == cfg.steps
+                at_log = self.step % cfg.log_every_steps == 0 or last
+                stop = at_log and self._stop_requested()
+                if at_log:
+                    self._check_finite(logs, bad)
+                    monitor.record(self.step, {k: float(v) / count for k, v in sums.items()})
+                    sums, count = {}, 0
+                if main and (self.step % cfg.sample_every_steps == 0 or last):
+                    path = self.run_dir / "samples" / f"fakes-{self.step:09d}.png"
+                    self.save_samples(path)
+                    monitor.add_image("samples", path, self.step)
+                if self.step % cfg.ckpt_every_steps == 0 or last or stop:
+                    self._check_finite(logs, bad)
+                    state = self.state_dict()  # collective under torchrun: every rank calls it
+                    if main:
+                        self.ckpts.save(state, self.step)
+                if stop:
+                    stopped = True
+                    break
+        finally:
+            monitor.close()
+        summary: dict[str, Any] = {
+            "step": self.step, "resumed_from": resumed_from, "stopped_early": stopped,
+            "seconds": time.perf_counter() - t0, "steps_run": self.step - start_step,
+            "checkpoint": str(self.ckpts.path(self.step)) if self.ckpts.steps() else None,
+            "samples": str(self.run_dir / "samples"),
+        }
+        if self.info.world_size > 1:
+            sums_all: list[Any] = [None] * self.info.world_size
+            dist.all_gather_object(sums_all, params_checksum(self.G) + params_checksum(self.D))
+            if len(set(sums_all)) != 1:
+                raise KdganError(f"ranks diverged: parameter checksums {sums_all}")
+            log.info("parameters identical across %d ranks", self.info.world_size)
+        if main and not stopped:
+            summary["export"] = str(self.export(self.run_dir / "export"))
+        return summary

@@ -1,0 +1,1 @@
+"""Small helpers: distributed set-up and seeding."""
