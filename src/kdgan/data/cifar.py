@@ -90,8 +90,10 @@ def load(name: str, split: str, resolution: int | None) -> ImageSet:
         raise KdganError(f"CIFAR has splits train and test, not {split!r}; use --split train|test")
     path = fetch_archive(name) if name in CIFAR_NAMES else Path(name)
     hundred = "100" in path.name
-    members = (["train"] if hundred else [f"data_batch_{i}" for i in range(1, 6)]) \
-        if split == "train" else ["test"]
+    if split == "train":
+        members = ["train"] if hundred else [f"data_batch_{i}" for i in range(1, 6)]
+    else:
+        members = ["test"] if hundred else ["test_batch"]
     meta_member = "meta" if hundred else "batches.meta"
     label_key = b"fine_labels" if hundred else b"labels"
     try:

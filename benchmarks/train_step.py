@@ -1,0 +1,73 @@
+"""Images/s and peak memory of the BigGAN-CIFAR DA training step (batch 50, G + 4 D steps).
+
+Runs the real `Trainer.train_step` on random CIFAR-shaped data (10 classes) so the figure is
+the loop's own. Prints one line per device: median over --repeats timed runs of --steps steps.
+
+    python benchmarks/train_step.py [--device cpu|cuda|all] [--steps 3] [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+from kdgan.config import resolve
+from kdgan.data import ImageSet
+from kdgan.training.loop import Trainer
+
+
+def bench(device: str, steps: int, repeats: int, precision: str, preset: str) -> str:
+    cfg = resolve(preset, {"device": device, "precision": precision, "data": "synthetic"})
+    rng = np.random.default_rng(0)
+    data = ImageSet(rng.integers(0, 256, (1000, 32, 32, 3), dtype=np.uint8),
+                    rng.integers(0, 10, 1000), [str(i) for i in range(10)])
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = Trainer(cfg, tmp, dataset=data)
+        sync = torch.cuda.synchronize if trainer.device.type == "cuda" else (lambda: None)
+        trainer.train_step()  # warm-up (allocator, cuDNN autotune)
+        sync()
+        if trainer.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                trainer.train_step()
+            sync()
+            times.append((time.perf_counter() - t0) / steps)
+    step_s = statistics.median(times)
+    images = cfg.batch_size * cfg.d_steps  # real images consumed per G step
+    if trainer.device.type == "cuda":
+        peak = f"peak GPU memory {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB"
+    else:
+        peak = f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB"
+    name = torch.cuda.get_device_name() if trainer.device.type == "cuda" else f"CPU x{torch.get_num_threads()} threads"
+    return (f"{preset} {precision} on {name}: {step_s * 1000:.0f} ms per G step "
+            f"(batch {cfg.batch_size}, {cfg.d_steps} D steps), {images / step_s:.1f} real images/s, "
+            f"{peak}; median of {repeats} x {steps} steps")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", default="all", help="cpu, cuda, or all (cpu + cuda if present)")
+    p.add_argument("--steps", type=int, default=1, help="G steps per timed run")
+    p.add_argument("--repeats", type=int, default=3, help="timed runs; the median is printed")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    p.add_argument("--preset", default="biggan-cifar10-10pct-da")
+    args = p.parse_args()
+    devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
+    for dev in devices:
+        if dev.startswith("cuda") and not torch.cuda.is_available():
+            print("cuda: no GPU visible, skipped")
+            continue
+        print(bench(dev, args.steps, args.repeats, args.precision, args.preset), flush=True)
+
+
+if __name__ == "__main__":
+    main()

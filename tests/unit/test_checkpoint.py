@@ -1,0 +1,107 @@
+import hashlib
+
+import numpy as np
+import pytest
+import torch
+
+from kdgan import load_generator
+from kdgan.config import resolve
+from kdgan.data import ImageSet
+from kdgan.errors import KdganError, TrainingDiverged
+from kdgan.training.checkpoint import FORMAT, CheckpointManager, load_checkpoint, save_atomic
+from kdgan.training.loop import Trainer
+from kdgan.utils.seed import set_rng_state
+
+
+def tiny_data(n=24, classes=3):
+    rng = np.random.default_rng(0)
+    return ImageSet(rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8),
+                    rng.integers(0, classes, n), [f"c{i}" for i in range(classes)])
+
+
+def tiny_trainer(run_dir, **overrides):
+    cfg = resolve("tiny", {"data": "in-memory", "device": "cpu", **overrides})
+    return Trainer(cfg, run_dir, dataset=tiny_data())
+
+
+def assert_same_state(a, b):
+    for name in ("G", "D", "G_ema"):
+        sa, sb = getattr(a, name).state_dict(), getattr(b, name).state_dict()
+        assert sa.keys() == sb.keys()
+        for k in sa:
+            assert torch.equal(sa[k], sb[k]), f"{name}.{k}"
+
+
+def test_round_trip_is_bit_exact_and_continues_identically(tmp_path):
+    a = tiny_trainer(tmp_path / "a")
+    for _ in range(2):
+        a.train_step()
+    save_atomic(a.state_dict(), tmp_path / "c.pt")
+    b = tiny_trainer(tmp_path / "b")
+    ckpt = load_checkpoint(tmp_path / "c.pt")
+    b.load_state_dict(ckpt)
+    assert b.step == 2
+    assert_same_state(a, b)
+    assert a.opt_D.state_dict()["state"][0]["exp_avg"].equal(b.opt_D.state_dict()["state"][0]["exp_avg"])
+    a.train_step()
+    set_rng_state(ckpt["rng"][0])  # both trainers share this process's RNG: rewind it for b
+    b.train_step()  # same RNG stream, same data order: the same next step
+    assert_same_state(a, b)
+
+
+class Payload:
+    """An arbitrary object: unpickling it would run code of its class."""
+
+
+def test_loading_is_weights_only(tmp_path):
+    torch.save({"format": FORMAT, "evil": Payload()}, tmp_path / "x.pt")
+    with pytest.raises(KdganError, match="not a readable kdgan checkpoint"):
+        load_checkpoint(tmp_path / "x.pt")
+    torch.save({"just": "a dict"}, tmp_path / "y.pt")
+    with pytest.raises(KdganError, match="not a kdgan checkpoint"):
+        load_checkpoint(tmp_path / "y.pt")
+
+
+def test_rotation_keeps_last_k_and_damaged_newest_falls_back(tmp_path):
+    m = CheckpointManager(tmp_path, keep=3)
+    for step in range(1, 6):
+        m.save({"format": FORMAT, "step": step}, step)
+    assert m.steps() == [3, 4, 5]
+    assert not [p for p in tmp_path.iterdir() if "tmp" in p.name]
+    m.path(5).write_bytes(b"garbage")
+    assert m.load_latest()["step"] == 4
+    assert m.save_best({"format": FORMAT, "step": 4}, "fid", 10.0)
+    assert not m.save_best({"format": FORMAT, "step": 5}, "fid", 12.0)
+    assert m.save_best({"format": FORMAT, "step": 6}, "fid", 9.0)
+    assert load_checkpoint(tmp_path / "best.pt")["step"] == 6
+
+
+def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
+    t = tiny_trainer(tmp_path, steps=2)
+    t.run()
+    good = t.ckpts.path(2).read_bytes()
+    t2 = Trainer(resolve("tiny", {"data": "in-memory", "device": "cpu", "steps": 4}), tmp_path,
+                 dataset=tiny_data())
+    t2.G.linear.parametrizations.weight.original.data.fill_(float("nan"))
+    t2.ckpts.load_latest = lambda: None  # start from the poisoned weights, not the checkpoint
+    with pytest.raises(TrainingDiverged, match="non-finite loss.*last good checkpoint is .*ckpt-000000002"):
+        t2.run()
+    assert t2.ckpts.steps() == [2]
+    assert hashlib.sha256(t2.ckpts.path(2).read_bytes()).digest() == hashlib.sha256(good).digest()
+
+
+def test_resume_refuses_a_different_config(tmp_path):
+    tiny_trainer(tmp_path, steps=2).run()
+    with pytest.raises(KdganError, match=r"different config \(g_lr"):
+        tiny_trainer(tmp_path, steps=4, g_lr=1e-3).run()
+    assert tiny_trainer(tmp_path, steps=3).run()["resumed_from"] == 2  # length may change
+
+
+def test_export_and_load_generator_agree(tmp_path):
+    t = tiny_trainer(tmp_path, steps=2)
+    summary = t.run()
+    z, y = torch.randn(4, 8), torch.tensor([0, 1, 2, 0])
+    outs = [load_generator(p)(z, y) for p in
+            (summary["checkpoint"], summary["export"], tmp_path / "export")]
+    assert torch.equal(outs[0], outs[1]) and torch.equal(outs[0], outs[2])
+    assert load_generator(tmp_path / "export").c_dim == 3
