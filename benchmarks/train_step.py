@@ -47,7 +47,8 @@ def bench(device: str, steps: int, repeats: int, precision: str, preset: str) ->
         peak = f"peak GPU memory {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB"
     else:
         peak = f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB"
-    name = torch.cuda.get_device_name() if trainer.device.type == "cuda" else f"CPU x{torch.get_num_threads()} threads"
+    name = (torch.cuda.get_device_name() if trainer.device.type == "cuda"
+            else f"CPU x{torch.get_num_threads()} threads")
     return (f"{preset} {precision} on {name}: {step_s * 1000:.0f} ms per G step "
             f"(batch {cfg.batch_size}, {cfg.d_steps} D steps), {images / step_s:.1f} real images/s, "
             f"{peak}; median of {repeats} x {steps} steps")

@@ -88,9 +88,10 @@ def train(data, outdir, preset, steps, batch_size, device, seed, precision, reso
         sys.exit(130)
     minutes, seconds = divmod(int(summary["seconds"]), 60)
     samples = sorted(Path(summary["samples"]).glob("fakes-*.png"))
+    resumed = summary["resumed_from"]
     click.echo(
         f"\ndone: step {summary['step']} of {cfg.steps} ({summary['steps_run']} steps in "
-        f"{minutes}m{seconds:02d}s{', resumed from step %d' % summary['resumed_from'] if summary['resumed_from'] is not None else ''})\n"
+        f"{minutes}m{seconds:02d}s{'' if resumed is None else f', resumed from step {resumed}'})\n"
         f"  samples:    {samples[-1] if samples else summary['samples']}\n"
         f"  checkpoint: {summary['checkpoint']}\n"
         f"  generator:  {summary['export']}\n"
@@ -120,6 +121,68 @@ def generate(ckpt, num, outdir, seed, class_index, batch_size, device, npz) -> N
     paths = generate_images(ckpt, num, outdir, seed=seed, class_index=class_index,
                             batch_size=batch_size, device=device, npz=npz)
     click.echo(f"wrote {num} images to {outdir}" + (f" and {paths['npz']}" if npz else ""))
+
+
+# --------------------------------------------------------------------------- evaluate
+@cli.command()
+@click.option("--ckpt", type=click.Path(exists=True),
+              help="Checkpoint (.pt), export folder or .safetensors whose G_ema is evaluated.")
+@click.option("--images", type=click.Path(exists=True),
+              help="Instead of --ckpt: generated images from any source (folder, zip or .npz).")
+@click.option("--data", "--ref", "data", required=True,
+              help="Reference data (its --ref-split is compared with), e.g. the CIFAR-10 zip.")
+@click.option("--protocol", default="cifar", show_default=True,
+              help="cifar (10k vs test), fewshot (5k vs train, KID), full50k, or custom.")
+@click.option("--num-gen", type=int, help="Generated images per repeat (overrides the protocol).")
+@click.option("--ref-split", help="Reference split (overrides the protocol's).")
+@click.option("--repeat", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Evaluations with different seeds; mean +- std is reported.")
+@click.option("--metrics", help="Comma list of fid, kid, is, pr (default: the protocol's).")
+@click.option("--seed", default=0, show_default=True, help="Seed of the first repeat's z.")
+@click.option("--batch-size", default=100, show_default=True, help="Images per forward pass.")
+@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N.")
+@click.option("--inception", default="auto", show_default=True,
+              type=click.Choice(["auto", "torch-fidelity", "tf-torchscript"]),
+              help="Feature network: torch-fidelity's weights (with IS) or the offline TorchScript.")
+@click.option("--out", type=click.Path(dir_okay=False),
+              help="Result JSON (a .md table is written beside it).")
+@click.option("--no-cache", is_flag=True, help="Recompute the reference features.")
+def evaluate(ckpt, images, data, protocol, num_gen, ref_split, repeat, metrics, seed, batch_size,
+             device, inception, out, no_cache) -> None:
+    """FID / KID / IS / precision-recall of a generator or of images, with a stated protocol."""
+    from kdgan.metrics import evaluate as run_eval
+    from kdgan.metrics import format_table, generate_uint8, get_protocol, load_inception, reference_features
+    from kdgan.metrics.evaluate import parse_metrics
+    from kdgan.metrics.images import load_generated
+    from kdgan.nets import load_generator
+    from kdgan.utils.dist import resolve_device
+
+    if (ckpt is None) == (images is None):
+        raise KdganError("pass exactly one of --ckpt (a generator) or --images (generated images)")
+    proto = get_protocol(protocol, num_gen, ref_split)
+    names = parse_metrics(metrics, proto)
+    dev = resolve_device(device)
+    extractor = load_inception(inception, dev)
+    ref = reference_features(data, proto.ref_split, extractor, batch_size, use_cache=not no_cache)
+    if images is not None:
+        generated = load_generated(images)
+        if repeat > 1:
+            log.warning("--repeat %d ignored: --images is one fixed set", repeat)
+        repeat, sample = 1, (lambda _seed: generated)
+    else:
+        G = load_generator(ckpt, dev)
+        sample = lambda s: generate_uint8(G, proto.num_gen, s, batch_size, dev)  # noqa: E731
+    result = run_eval(sample, ref, extractor, proto, names, repeat, seed, batch_size)
+    result["generated"]["source"] = str(ckpt or images)
+    table = format_table(result)
+    click.echo(table)
+    if out is None:
+        base = Path(ckpt).parent if ckpt else Path(".")
+        out = base / f"eval-{proto.name}.json"
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(result, indent=2))
+    Path(out).with_suffix(".md").write_text(table + "\n")
+    click.echo(f"wrote {out} and {Path(out).with_suffix('.md')}")
 
 
 # --------------------------------------------------------------------------- export

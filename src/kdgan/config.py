@@ -49,11 +49,19 @@ class TrainConfig:
     sample_every_steps: int = 1000  # G steps between fixed-z sample grids
     ckpt_every_steps: int = 2000  # G steps between checkpoints
     keep_ckpts: int = 3  # most recent checkpoints kept on disk (plus best, when evaluated)
+    # --- evaluation during training (METHOD.md section 4) ---
+    eval_every_steps: int = 0  # G steps between evaluations of G_ema; 0 = off
+    eval_protocol: str = "cifar"  # cifar | fewshot | full50k | custom (custom needs eval_num_gen)
+    eval_num_gen: int = 0  # generated images per evaluation; 0 = the protocol's number
+    eval_metric: str = "fid"  # fid | kid: lower is better; picks checkpoints/best.pt
+    eval_ref: str = ""  # reference data; "" = the training source (`data`)
+    inception: str = "auto"  # auto | torch-fidelity | tf-torchscript (see kdgan.metrics.inception)
 
 
 # Fields that may differ when a run is resumed: they do not change what is computed per step.
 RESUMABLE_FIELDS = frozenset(
-    {"steps", "device", "log_every_steps", "sample_every_steps", "ckpt_every_steps", "keep_ckpts"}
+    {"steps", "device", "log_every_steps", "sample_every_steps", "ckpt_every_steps", "keep_ckpts",
+     "eval_every_steps", "eval_protocol", "eval_num_gen", "eval_metric", "eval_ref", "inception"}
 )
 
 
@@ -76,7 +84,8 @@ def _biggan_cifar(dataset: str, pct: int, fid: float) -> Preset:
     return Preset(
         name=f"biggan-{dataset}{suffix}-da",
         description=f"BigGAN 32px, DiffAugment translation,cutout, {dataset.upper()} {pct}% data",
-        overrides={"data_fraction": pct / 100, "steps": steps, "sample_every_steps": 4000},
+        overrides={"data_fraction": pct / 100, "steps": steps, "sample_every_steps": 4000,
+                   "eval_every_steps": 4000, "eval_protocol": "cifar"},
         paper_fid=fid,
     )
 
@@ -163,6 +172,10 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         (min(cfg.log_every_steps, cfg.sample_every_steps, cfg.ckpt_every_steps) >= 1,
          "log/sample/ckpt intervals must be at least 1 step"),
         (cfg.keep_ckpts >= 1, "keep_ckpts must be at least 1"),
+        (cfg.eval_every_steps >= 0, "eval_every_steps must be >= 0 (0 turns evaluation off)"),
+        (cfg.eval_metric in ("fid", "kid"), "eval_metric must be fid or kid"),
+        (cfg.eval_protocol != "custom" or cfg.eval_num_gen > 0,
+         "eval_protocol custom needs eval_num_gen > 0"),
     ]
     for ok, message in checks:
         if not ok:

@@ -14,14 +14,7 @@ from tqdm import tqdm
 from kdgan.data import to_uint8
 from kdgan.errors import KdganError
 from kdgan.nets import load_generator
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise KdganError("--device cuda was asked for but no CUDA device is visible; use --device cpu")
-    return torch.device(name)
+from kdgan.utils.dist import resolve_device
 
 
 @torch.no_grad()
@@ -30,7 +23,7 @@ def generate_images(ckpt: str | os.PathLike, num: int, outdir: str | os.PathLike
                     npz: bool = False) -> dict[str, str]:
     """Write `num` PNGs (000000.png, ...) from the EMA generator; the same seed gives the same
     images whatever the batch size. Classes are taken in turn unless `class_index` is given."""
-    dev = _device(device)
+    dev = resolve_device(device)
     G = load_generator(ckpt, dev)
     if class_index is not None and not 0 <= class_index < max(G.c_dim, 1):
         raise KdganError(f"--class {class_index} is out of range: this generator has "

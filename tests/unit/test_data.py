@@ -38,7 +38,7 @@ def test_modes_become_rgb_and_non_square_is_centre_cropped(tmp_path):
         img.save(tmp_path / name)
     ds, _ = load_images(tmp_path, resolution=16)
     assert ds.images.shape == (4, 16, 16, 3)
-    by_name = dict(zip(["a", "g", "p", "w"], ds.images))
+    by_name = dict(zip(["a", "g", "p", "w"], ds.images, strict=True))
     assert (by_name["g"] == 100).all() and (by_name["p"][..., 0] == 200).all()
     assert (by_name["w"] == 255).all()
 

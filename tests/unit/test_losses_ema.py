@@ -36,13 +36,13 @@ def test_ema_copy_then_lerp():
         for p in G.parameters():
             p.add_(1.0)
     update_ema(G_ema, G, 0.0)
-    assert all(torch.equal(a, b) for a, b in zip(G_ema.parameters(), G.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(G_ema.parameters(), G.parameters(), strict=True))
     before = [p.clone() for p in G_ema.parameters()]
     with torch.no_grad():
         for p in G.parameters():
             p.add_(1.0)
     update_ema(G_ema, G, 0.9)
-    for b, e, g in zip(before, G_ema.parameters(), G.parameters()):
+    for b, e, g in zip(before, G_ema.parameters(), G.parameters(), strict=True):
         assert torch.allclose(e, 0.9 * b + 0.1 * g, atol=1e-6)
 
 

@@ -107,7 +107,9 @@ def load(name: str, split: str, resolution: int | None) -> ImageSet:
             names_key = b"fine_label_names" if hundred else b"label_names"
             class_names = [c.decode() for c in read(meta_member)[names_key]]
     except (tarfile.TarError, pickle.UnpicklingError, KeyError, OSError, EOFError) as e:
-        raise KdganError(f"{path} is not a readable CIFAR python archive ({e}); download it again")
+        raise KdganError(
+            f"{path} is not a readable CIFAR python archive ({e}); download it again"
+        ) from None
     images = np.concatenate([b[b"data"] for b in batches]).reshape(-1, 3, 32, 32)
     images = images.transpose(0, 2, 3, 1).copy()
     labels = np.concatenate([np.asarray(b[label_key], dtype=np.int64) for b in batches])

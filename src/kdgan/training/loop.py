@@ -27,11 +27,11 @@ from kdgan.training.ema import ema_decay_at, update_ema
 from kdgan.training.monitor import RunMonitor, save_image_grid
 from kdgan.training.objectives import GANObjective
 from kdgan.utils.dist import (
-    DistInfo,
     average_gradients,
     broadcast_module,
     init_distributed,
     params_checksum,
+    resolve_device,
 )
 from kdgan.utils.seed import get_rng_state, seed_all, set_rng_state
 
@@ -39,20 +39,6 @@ log = logging.getLogger(__name__)
 
 # Real data below this size is kept on the GPU, so batches are gathered there.
 _GPU_DATA_BYTES = 2 << 30
-
-
-def resolve_device(name: str, info: DistInfo) -> torch.device:
-    """'auto' -> cuda when available, else cpu; under torchrun each rank gets its local GPU."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise KdganError("--device cuda was asked for but no CUDA device is visible; use --device cpu")
-        if device.index is None:
-            device = torch.device("cuda", info.local_rank)
-        torch.cuda.set_device(device)
-    return device
 
 
 def load_training_set(cfg: TrainConfig) -> ImageSet:
@@ -74,7 +60,7 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.info = init_distributed("cuda" if cfg.device.startswith("cuda") or (
             cfg.device == "auto" and torch.cuda.is_available()) else "cpu")
-        self.device = resolve_device(cfg.device, self.info)
+        self.device = resolve_device(cfg.device, self.info.local_rank)
         if cfg.batch_size % self.info.world_size:
             raise KdganError(
                 f"batch_size {cfg.batch_size} is not divisible by the {self.info.world_size} "
@@ -118,6 +104,7 @@ class Trainer:
         self.step = 0
         self.ckpts = CheckpointManager(self.run_dir / "checkpoints", cfg.keep_ckpts)
         self._stop = threading.Event()
+        self._eval: tuple | None = None  # (protocol, extractor, reference features), built lazily
 
     # ------------------------------------------------------------------ data
     def _permutation(self, epoch: int) -> torch.Tensor:
@@ -266,13 +253,28 @@ class Trainer:
              "class_names": self.dataset.class_names, "step": self.step}, indent=2))
         return folder / "G_ema.safetensors"
 
+    def evaluate(self) -> dict[str, Any]:
+        """Score G_ema with the configured protocol (one repeat, a fixed seed, a private RNG)."""
+        from kdgan.metrics import evaluate, generate_uint8, get_protocol, load_inception, reference_features
+
+        cfg = self.cfg
+        if self._eval is None:
+            proto = get_protocol(cfg.eval_protocol, cfg.eval_num_gen or None)
+            extractor = load_inception(cfg.inception, self.device)
+            ref = reference_features(cfg.eval_ref or cfg.data, proto.ref_split, extractor)
+            self._eval = (proto, extractor, ref)
+        proto, extractor, ref = self._eval
+        return evaluate(lambda s: generate_uint8(self.G_ema, proto.num_gen, s, 100, self.device),
+                        ref, extractor, proto, (cfg.eval_metric,), repeats=1, seed=cfg.seed)
+
     # ------------------------------------------------------------------ loop
     def _check_finite(self, logs: dict[str, torch.Tensor], bad_steps: torch.Tensor) -> None:
         if bad_steps.item() == 0:
             return
         terms = [k for k, v in logs.items() if not torch.isfinite(torch.as_tensor(v)).all()]
         last = self.ckpts.steps()
-        where = f"the last good checkpoint is {self.ckpts.path(last[-1])}" if last else "no checkpoint was written yet"
+        where = (f"the last good checkpoint is {self.ckpts.path(last[-1])}" if last
+                 else "no checkpoint was written yet")
         raise TrainingDiverged(
             f"training diverged: non-finite loss ({', '.join(terms) or 'a loss term'}) by step "
             f"{self.step}; stopped without saving, {where}. Lower the learning rates "
@@ -349,11 +351,21 @@ class Trainer:
                     path = self.run_dir / "samples" / f"fakes-{self.step:09d}.png"
                     self.save_samples(path)
                     monitor.add_image("samples", path, self.step)
-                if self.step % cfg.ckpt_every_steps == 0 or last or stop:
+                at_eval = cfg.eval_every_steps > 0 and (self.step % cfg.eval_every_steps == 0 or last)
+                at_ckpt = self.step % cfg.ckpt_every_steps == 0 or last or stop
+                if at_eval or at_ckpt:
                     self._check_finite(logs, bad)
                     state = self.state_dict()  # collective under torchrun: every rank calls it
-                    if main:
-                        self.ckpts.save(state, self.step)
+                if at_eval and main:
+                    result = self.evaluate()
+                    value = result["metrics"][cfg.eval_metric]["mean"]
+                    monitor.record(self.step, {f"eval/{cfg.eval_metric}": value}, throughput=False)
+                    if self.ckpts.save_best(state, cfg.eval_metric, value):
+                        log.info("step %d: %s %.4g, new best (checkpoints/best.pt)",
+                                 self.step, cfg.eval_metric, value)
+                    monitor.reset_clock()
+                if at_ckpt and main:
+                    self.ckpts.save(state, self.step)
                 if stop:
                     stopped = True
                     break

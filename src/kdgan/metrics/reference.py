@@ -1,0 +1,145 @@
+"""Inception features of image sets, and a content-addressed on-disk cache for reference sets.
+
+The cache key is sha256(content hash of the pixels and labels | extractor | resize), so
+the same data under another path reuses it and changed data never does. A small index
+maps (path, size, mtime) to the content hash, so a hit needs no decoding.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from kdgan.data import ImageSet, load_images
+from kdgan.errors import KdganError
+from kdgan.metrics.compute import fid_statistics
+from kdgan.metrics.inception import RESIZE, InceptionFeatures
+
+log = logging.getLogger(__name__)
+CACHE_VERSION = 1
+
+
+def cache_dir() -> Path:
+    """$KDGAN_CACHE_DIR/refstats, default ~/.cache/kdgan/refstats."""
+    root = Path(os.environ.get("KDGAN_CACHE_DIR", Path.home() / ".cache" / "kdgan"))
+    return root / "refstats"
+
+
+@dataclass
+class FeatureSet:
+    """Features of one image set: pool3 (N, 2048) float32, logits (N, 1008) or None, FID stats."""
+
+    pool3: torch.Tensor
+    logits: torch.Tensor | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+    _stats: dict[str, np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        return len(self.pool3)
+
+    @property
+    def stats(self) -> dict[str, np.ndarray]:
+        if self._stats is None:
+            self._stats = fid_statistics(self.pool3)
+        return self._stats
+
+
+def extract_features(images: np.ndarray, extractor: InceptionFeatures, batch_size: int = 100,
+                     desc: str = "features") -> FeatureSet:
+    """Features of uint8 images (N, H, W, 3), in batches, with a progress bar."""
+    pool3, logits = [], []
+    bar = tqdm(range(0, len(images), batch_size), desc=desc, unit="batch", leave=False,
+               disable=len(images) <= batch_size)
+    for start in bar:
+        x = torch.from_numpy(np.ascontiguousarray(images[start:start + batch_size])).permute(0, 3, 1, 2)
+        out = extractor(x)
+        pool3.append(out["pool3"])
+        if "logits" in out:
+            logits.append(out["logits"])
+    return FeatureSet(torch.cat(pool3), torch.cat(logits) if logits else None)
+
+
+def _identity(source: str, split: str) -> str | None:
+    path = Path(source)
+    if not path.exists():
+        return f"name:{source}|{split}"  # built-in names: content fixed by the package version
+    st = path.stat()
+    return f"path:{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{split}" if path.is_file() else None
+
+
+def _atomic_write(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def _load_reference(source: str, split: str) -> ImageSet:
+    """The reference images, refusing a source that lacks the protocol's split."""
+    dataset, skipped = load_images(source, split=split)
+    have = dataset.meta.get("split")
+    if split != "train" and have != split:
+        raise KdganError(
+            f"the protocol compares with the {split!r} split, but {source} has "
+            f"{'only the ' + repr(have) + ' split' if have else 'no split folders'}; pass the full "
+            f"data (with {split}/) as the reference (--ref, or --set eval_ref=...) or use --ref-split"
+        )
+    if skipped:
+        raise KdganError(f"{len(skipped)} unreadable reference image(s) in {source}, e.g. "
+                         f"{skipped[0][0]}: {skipped[0][1]}; fix or remove them")
+    return dataset
+
+
+def reference_features(source: str, split: str, extractor: InceptionFeatures,
+                       batch_size: int = 100, use_cache: bool = True,
+                       dataset: ImageSet | None = None) -> FeatureSet:
+    """Features of a reference set at its native resolution, cached on disk.
+
+    `info` records source, split, content hash, number of images and whether the cache hit.
+    """
+    folder = cache_dir()
+    index_path = folder / "index.json"
+    index = json.loads(index_path.read_text()) if use_cache and index_path.exists() else {}
+    ident = _identity(source, split)
+    content = index.get(ident) if ident else None
+    if content is None or dataset is not None:
+        if dataset is None:
+            dataset = _load_reference(source, split)
+        content = {"sha256": dataset.content_hash(), "num_images": len(dataset),
+                   "split": dataset.meta.get("split")}
+    key_text = f"{content['sha256']}|{extractor.name}|{RESIZE}|v{CACHE_VERSION}"
+    key = hashlib.sha256(key_text.encode()).hexdigest()
+    file = folder / f"{key[:32]}.npz"
+    info = {"source": str(source), "split": content["split"], "content_sha256": content["sha256"],
+            "num_images": content["num_images"], "cache_file": str(file)}
+    if use_cache and file.exists():
+        with np.load(file, allow_pickle=False) as z:
+            logits = torch.from_numpy(z["logits"]) if "logits" in z.files else None
+            fs = FeatureSet(torch.from_numpy(z["pool3"]), logits,
+                            {**info, "cache": "hit"}, {"mu": z["mu"], "sigma": z["sigma"]})
+        log.info("reference features of %s (%s) from the cache %s", source, content["split"], file)
+        return fs
+    if dataset is None:
+        dataset = _load_reference(source, split)
+    log.info("computing reference features of %d images of %s (%s)", len(dataset), source, content["split"])
+    fs = extract_features(dataset.images, extractor, batch_size, desc="reference features")
+    fs.info = {**info, "cache": "miss" if use_cache else "off"}
+    if use_cache:
+        folder.mkdir(parents=True, exist_ok=True)
+        arrays = {"pool3": fs.pool3.numpy(), **fs.stats}
+        if fs.logits is not None:
+            arrays["logits"] = fs.logits.numpy()
+        _atomic_write(file, lambda p: np.savez(open(p, "wb"), **arrays))
+        if ident:
+            index = json.loads(index_path.read_text()) if index_path.exists() else {}
+            index[ident] = content
+            _atomic_write(index_path, lambda p: p.write_text(json.dumps(index, indent=1)))
+    return fs

@@ -1,0 +1,150 @@
+"""The real `kdgan` command end to end, in subprocesses, on tiny data."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from kdgan.training.checkpoint import load_checkpoint
+
+KDGAN = [sys.executable, "-m", "kdgan.cli"]
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+
+
+def kdgan(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([*KDGAN, *map(str, args)], capture_output=True, text=True, env=ENV,
+                          timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"kdgan {' '.join(map(str, args))} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def same_weights(a: Path, b: Path) -> bool:
+    ca, cb = load_checkpoint(a), load_checkpoint(b)
+    return all(torch.equal(v, cb["nets"][n]["state"][k])
+               for n in ("G", "D", "G_ema") for k, v in ca["nets"][n]["state"].items())
+
+
+def test_prepare_train_kill9_resume_generate(tmp_path, image_folder):
+    ds = tmp_path / "ds.zip"
+    out = kdgan("data", "prepare", image_folder, "--out", ds, "--resolution", "32")
+    assert "wrote" in out.stdout and "20 images, 32x32, 2 classes" in out.stdout
+    info = kdgan("data", "info", ds).stdout
+    assert "num_images      20" in info and "cat: 12, dog: 8" in info
+
+    train = ["train", "--data", ds, "--preset", "tiny", "--steps", "24", "--device", "cpu",
+             "--set", "ckpt_every_steps=2", "--set", "sample_every_steps=12"]
+    kdgan(*train, "--outdir", tmp_path / "a")  # uninterrupted reference
+
+    run_b = tmp_path / "b"
+    proc = subprocess.Popen([*KDGAN, *map(str, train), "--outdir", run_b], env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    ckpts = run_b / "checkpoints"
+    deadline = time.time() + 300
+    while not (ckpts.exists() and any(ckpts.glob("ckpt-*.pt"))):
+        assert proc.poll() is None and time.time() < deadline, "no checkpoint appeared"
+        time.sleep(0.05)
+    time.sleep(float(np.random.default_rng().uniform(0, 0.5)))  # any moment after the first
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    resumed = kdgan(*train, "--outdir", run_b)
+    assert "resuming" in resumed.stderr and "done: step 24 of 24" in resumed.stdout
+    final = "checkpoints/ckpt-000000024.pt"
+    assert same_weights(tmp_path / "a" / final, run_b / final)  # bit-identical to uninterrupted
+    assert (run_b / "samples" / "fakes-000000024.png").exists()
+    assert (run_b / "log.jsonl").read_text().count('"step": 24') >= 1
+
+    gen = kdgan("generate", "--ckpt", run_b / "export", "--num", "10", "--outdir",
+                tmp_path / "gen", "--npz", "--device", "cpu")
+    assert "wrote 10 images" in gen.stdout
+    assert len(list((tmp_path / "gen").glob("*.png"))) == 10
+    npz = np.load(tmp_path / "gen" / "images.npz")
+    assert npz["arr_0"].shape == (10, 32, 32, 3) and npz["arr_0"].dtype == np.uint8
+    assert npz["labels"].tolist() == [0, 1] * 5
+
+
+def test_resume_after_a_shorter_run_equals_uninterrupted(tmp_path, image_folder):
+    common = ["train", "--data", image_folder, "--preset", "tiny", "--device", "cpu",
+              "--set", "conditional=false"]
+    kdgan(*common, "--steps", "6", "--outdir", tmp_path / "a")
+    kdgan(*common, "--steps", "3", "--outdir", tmp_path / "b")
+    out = kdgan(*common, "--steps", "6", "--outdir", tmp_path / "b")
+    assert "resumed from step 3" in out.stdout
+    final = "checkpoints/ckpt-000000006.pt"
+    assert same_weights(tmp_path / "a" / final, tmp_path / "b" / final)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["train", "--data", "{tmp}/missing", "--outdir", "{tmp}/r"], "does not exist"),
+    (["train", "--data", "{tmp}/notzip.zip", "--outdir", "{tmp}/r"], "is not a zip file"),
+    (["train", "--data", "{tmp}/empty", "--outdir", "{tmp}/r"], "holds no image files"),
+    (["train", "--data", "{imgs}", "--data-fraction", "1.5", "--outdir", "{tmp}/r"],
+     r"data_fraction must be in (0, 1]"),
+    (["train", "--data", "{imgs}", "--batch-size", "64", "--preset", "tiny", "--outdir", "{tmp}/r"],
+     "fewer than one batch of 64; use --batch-size 20 or less"),
+    (["data", "prepare", "{imgs}", "--out", "{tmp}/x.zip", "--fraction", "0"], "outside (0, 1]"),
+    (["train", "--preset", "nope", "--outdir", "{tmp}/r"], "unknown preset 'nope'"),
+    (["generate", "--ckpt", "{imgs}/cat/000.png", "--num", "2", "--outdir", "{tmp}/g"],
+     "not a readable kdgan checkpoint"),
+])
+def test_bad_input_is_one_clear_line(tmp_path, image_folder, args, message):
+    (tmp_path / "notzip.zip").write_text("hello")
+    (tmp_path / "empty").mkdir()
+    args = [a.format(tmp=tmp_path, imgs=image_folder) for a in args]
+    proc = kdgan(*args, check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and message in lines[0], proc.stderr
+
+
+def test_prepare_lists_skipped_files_and_strict_fails(tmp_path, image_folder):
+    (image_folder / "dog" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    out = kdgan("data", "prepare", image_folder, "--out", tmp_path / "d.zip")
+    assert "skipped dog/broken.png" in out.stderr and "skipped 1 unreadable" in out.stdout
+    strict = kdgan("data", "prepare", image_folder, "--out", tmp_path / "s.zip", "--strict", check=False)
+    assert strict.returncode == 2 and "dog/broken.png" in strict.stderr
+    assert not (tmp_path / "s.zip").exists()
+
+
+def test_dry_run_and_presets(tmp_path):
+    out = kdgan("train", "--preset", "biggan-cifar10-10pct-da", "--data", "cifar10", "--batch-size",
+                "32", "--outdir", tmp_path / "r", "--dry-run").stdout
+    assert '"batch_size": 32' in out and '"data_fraction": 0.1' in out and '"d_steps": 4' in out
+    assert not (tmp_path / "r").exists()
+    listing = kdgan("presets").stdout
+    assert "biggan-cifar10-10pct-da" in listing and "paper FID 23.34" in listing
+
+
+def test_ddp_two_processes_gloo(tmp_path, image_folder):
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+         "-m", "kdgan.cli", "train", "--data", str(image_folder), "--preset", "tiny",
+         "--steps", "4", "--device", "cpu", "--outdir", str(tmp_path / "ddp")],
+        capture_output=True, text=True, env=ENV, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "2 process(es)" in proc.stderr
+    assert "parameters identical across 2 ranks" in proc.stderr
+    assert proc.stdout.count("done: step 4 of 4") == 1  # only rank 0 reports
+    ckpt = load_checkpoint(tmp_path / "ddp" / "checkpoints" / "ckpt-000000004.pt")
+    assert len(ckpt["rng"]) == 2  # both ranks' RNG states, for an exact resume
+
+
+def test_shared_cifar10_jpeg_prepare_and_conditional_train(tmp_path, shared_data):
+    ds = tmp_path / "c10.zip"
+    out = kdgan("data", "prepare", shared_data / "cifar10-jpeg-10pct.zip", "--out", ds,
+                "--fraction", "0.01", "--balanced", "--seed", "0")
+    assert "50 images, 32x32, 10 classes" in out.stdout
+    kdgan("train", "--data", ds, "--preset", "tiny", "--steps", "2", "--device", "cpu",
+          "--outdir", tmp_path / "r")
+    ckpt = load_checkpoint(tmp_path / "r" / "checkpoints" / "ckpt-000000002.pt")
+    assert ckpt["nets"]["G"]["config"]["c_dim"] == 10

@@ -1,0 +1,149 @@
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+from PIL import Image
+
+from kdgan.errors import KdganError
+from kdgan.metrics import evaluate, extract_features, get_protocol, load_inception, reference_features
+from kdgan.metrics.compute import (
+    compute_fid,
+    compute_is,
+    compute_kid,
+    compute_precision_recall,
+    fid_statistics,
+)
+from kdgan.metrics.reference import FeatureSet
+
+
+def fid_reference(x: np.ndarray, y: np.ndarray) -> float:
+    """Independent float64 FID: ||mu_x - mu_y||^2 + Tr(Sx + Sy - 2 (Sx Sy)^(1/2))."""
+    mx, my = x.mean(0), y.mean(0)
+    sx, sy = np.cov(x, rowvar=False), np.cov(y, rowvar=False)
+    covmean = scipy.linalg.sqrtm(sx @ sy).real
+    return float(((mx - my) ** 2).sum() + np.trace(sx + sy - 2 * covmean))
+
+
+def kid_reference(x: np.ndarray, y: np.ndarray) -> float:
+    """Independent unbiased MMD^2 with k(a, b) = (a.b / d + 1)^3 on the full sets."""
+    d = x.shape[1]
+    k = lambda a, b: (a @ b.T / d + 1) ** 3  # noqa: E731
+    m, n = len(x), len(y)
+    kxx, kyy, kxy = k(x, x), k(y, y), k(x, y)
+    return float((kxx.sum() - np.trace(kxx)) / (m * (m - 1)) + (kyy.sum() - np.trace(kyy)) / (n * (n - 1))
+                 - 2 * kxy.mean())
+
+
+MIX = np.random.default_rng(12345).normal(size=(32, 32)) * 0.3  # one fixed correlated Gaussian
+
+
+def features(n, shift=0.0, seed=0):
+    """n samples of the same 32-d Gaussian (different draws for different seeds)."""
+    return np.random.default_rng(seed).normal(size=(n, 32)) @ MIX + shift
+
+
+def test_fid_of_a_set_with_itself_is_zero():
+    x = torch.from_numpy(features(3000))
+    value, _ = compute_fid(fid_statistics(x), fid_statistics(x), 3000, 3000)
+    assert abs(value) < 1e-6
+
+
+def test_fid_and_kid_match_independent_float64_computations():
+    x, y = features(800, seed=1), features(600, shift=0.2, seed=2)
+    fid, _ = compute_fid(fid_statistics(torch.from_numpy(x)), fid_statistics(torch.from_numpy(y)), 800, 600)
+    assert fid == pytest.approx(fid_reference(x, y), rel=1e-3)
+    # one subset holding every image: the estimator on the full sets (a permutation changes nothing)
+    n = 600
+    kid, _, _ = compute_kid(torch.from_numpy(x[:n]), torch.from_numpy(y), seed=0, subsets=1, subset_size=n)
+    assert kid == pytest.approx(kid_reference(x[:n], y), rel=1e-3)
+
+
+def test_kid_is_unbiased_and_adapts_its_subset_size():
+    # same distribution: an unbiased estimator averages ~0 and goes negative; a biased one stays > 0
+    values = []
+    for s in range(20):
+        a = torch.from_numpy(features(60, seed=100 + s))
+        b = torch.from_numpy(features(60, seed=200 + s))
+        values.append(compute_kid(a, b, seed=s, subsets=1, subset_size=60)[0])
+    assert min(values) < 0 < max(values)
+    assert abs(np.mean(values)) < 3 * np.std(values) / np.sqrt(len(values)) + 1e-9
+    _, _, notes = compute_kid(torch.from_numpy(features(50)), torch.from_numpy(features(80, seed=3)), seed=0)
+    assert "reduced from 1000 to 50" in notes[0]
+
+
+def test_small_sets_warn_and_nan_is_refused():
+    x = torch.from_numpy(features(100))
+    value, notes = compute_fid(fid_statistics(x), fid_statistics(x + 0.1), 100, 100)
+    assert np.isfinite(value) and "singular" in notes[0] and "KID" in notes[0]
+    bad = x.clone()
+    bad[0, 0] = float("nan")
+    with pytest.raises(KdganError, match="FID is not finite"):
+        compute_fid(fid_statistics(bad), fid_statistics(x), 100, 100)
+
+
+def test_precision_recall_on_separable_toy_features():
+    rng = np.random.default_rng(0)
+    real = torch.from_numpy(rng.normal(size=(300, 8))).float()
+    same = torch.from_numpy(rng.normal(size=(300, 8))).float()
+    far = same + 100.0
+    p, r = compute_precision_recall(same, real)
+    assert p > 0.8 and r > 0.8  # finite-sample k-NN balls (k = 3) miss a few points
+    assert compute_precision_recall(far, real) == (0.0, 0.0)
+    collapsed = real[:1] + 0.001 * torch.randn(300, 8)  # mode collapse onto one real sample
+    p, r = compute_precision_recall(collapsed, real)
+    assert p == 1.0 and r < 0.05  # every sample looks real, almost none of the data is covered
+
+
+def test_inception_score_by_hand():
+    assert compute_is(torch.zeros(100, 10), splits=10)[0] == pytest.approx(1.0)
+    confident = torch.eye(10).repeat(10, 1) * 100  # certain and uniform over 10 classes
+    assert compute_is(confident, splits=1)[0] == pytest.approx(10.0, rel=1e-3)
+
+
+@pytest.fixture(scope="module")
+def inception():
+    return load_inception("tf-torchscript", "cpu")
+
+
+def test_features_do_not_depend_on_batch_size(inception):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (10, 32, 32, 3), dtype=np.uint8)
+    a = extract_features(images, inception, batch_size=3).pool3
+    b = extract_features(images, inception, batch_size=10).pool3
+    assert a.shape == (10, 2048)
+    assert torch.allclose(a, b, rtol=1e-4, atol=1e-5)
+    fa, _ = compute_fid(fid_statistics(a), fid_statistics(a[:5]), 10, 5)
+    fb, _ = compute_fid(fid_statistics(b), fid_statistics(b[:5]), 10, 5)
+    assert fa == pytest.approx(fb, rel=1e-4)
+
+
+def test_reference_cache_is_reused_and_invalidated(tmp_path, monkeypatch, inception, image_folder):
+    monkeypatch.setenv("KDGAN_CACHE_DIR", str(tmp_path / "cache"))
+    first = reference_features(str(image_folder), "train", inception)
+    again = reference_features(str(image_folder), "train", inception)
+    assert first.info["cache"] == "miss" and again.info["cache"] == "hit"
+    assert torch.equal(first.pool3, again.pool3) and len(first) == 20
+    Image.new("RGB", (32, 32), (255, 0, 0)).save(image_folder / "cat" / "000.png")  # data changes
+    changed = reference_features(str(image_folder), "train", inception)
+    assert changed.info["cache"] == "miss"
+    assert changed.info["content_sha256"] != first.info["content_sha256"]
+
+
+def test_is_is_refused_without_logits_and_missing_split_is_refused(inception, image_folder, tmp_path,
+                                                                   monkeypatch):
+    monkeypatch.setenv("KDGAN_CACHE_DIR", str(tmp_path / "cache"))
+    ref = reference_features(str(image_folder), "train", inception)
+    rng = np.random.default_rng(1)
+    proto = get_protocol("custom", num_gen=8)
+    result = evaluate(lambda s: rng.integers(0, 256, (8, 32, 32, 3), dtype=np.uint8), ref, inception,
+                      proto, ("fid", "is"), repeats=2)
+    assert "is" not in result["metrics"] and "no logits" in result["unavailable"]["is"]
+    assert len(result["metrics"]["fid"]["values"]) == 2 and result["generated"]["seeds"] == [0, 1]
+    assert result["reference"]["num_images"] == 20 and result["resize"] == "tf1-bilinear-299"
+    with pytest.raises(KdganError, match="compares with the 'test' split"):
+        reference_features(str(image_folder), "test", inception)
+
+
+def test_feature_set_stats_are_float64():
+    fs = FeatureSet(torch.randn(50, 4))
+    assert fs.stats["mu"].dtype == np.float64 and fs.stats["sigma"].shape == (4, 4)
