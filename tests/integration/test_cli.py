@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -19,9 +20,9 @@ KDGAN = [sys.executable, "-m", "kdgan.cli"]
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
 
 
-def kdgan(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([*KDGAN, *map(str, args)], capture_output=True, text=True, env=ENV,
-                          timeout=600)
+def kdgan(*args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+    proc = subprocess.run([*KDGAN, *map(str, args)], capture_output=True, text=True,
+                          env={**ENV, **(env or {})}, timeout=600)
     if check and proc.returncode != 0:
         raise AssertionError(f"kdgan {' '.join(map(str, args))} failed:\n{proc.stdout}\n{proc.stderr}")
     return proc
@@ -148,3 +149,37 @@ def test_shared_cifar10_jpeg_prepare_and_conditional_train(tmp_path, shared_data
           "--outdir", tmp_path / "r")
     ckpt = load_checkpoint(tmp_path / "r" / "checkpoints" / "ckpt-000000002.pt")
     assert ckpt["nets"]["G"]["config"]["c_dim"] == 10
+
+
+def test_train_with_evaluation_then_evaluate_checkpoint_and_images(tmp_path, image_folder):
+    env = {"KDGAN_CACHE_DIR": str(tmp_path / "cache"), "KDGAN_OFFLINE": "1"}
+    run = tmp_path / "run"
+    kdgan("train", "--data", image_folder, "--preset", "tiny", "--steps", "4", "--device", "cpu",
+          "--outdir", run, "--set", "eval_every_steps=2", "--set", "eval_protocol=custom",
+          "--set", "eval_num_gen=10", "--set", "inception=tf-torchscript", env=env)
+    assert (run / "checkpoints" / "best.pt").exists()
+    best = json.loads((run / "checkpoints" / "best.json").read_text())
+    assert best["metric"] == "fid" and best["step"] in (2, 4)
+    evals = [json.loads(ln) for ln in (run / "log.jsonl").read_text().splitlines() if "eval/fid" in ln]
+    assert [e["step"] for e in evals] == [2, 4] and best["value"] == min(e["eval/fid"] for e in evals)
+
+    out = kdgan("evaluate", "--ckpt", run / "export", "--data", image_folder, "--protocol", "custom",
+                "--num-gen", "12", "--repeat", "2", "--metrics", "fid,kid,is,pr",
+                "--inception", "tf-torchscript", "--out", tmp_path / "e.json", env=env)
+    assert "| fid |" in out.stdout and "+-" in out.stdout and "| is | unavailable |" in out.stdout
+    assert "reference features of" in out.stderr and "from the cache" in out.stderr  # reused
+    result = json.loads((tmp_path / "e.json").read_text())
+    assert len(result["metrics"]["fid"]["values"]) == 2 and result["generated"]["seeds"] == [0, 1]
+    assert {"kid", "precision", "recall"} <= set(result["metrics"])
+    assert "KID subset size reduced" in " ".join(result["notes"])
+    assert (tmp_path / "e.md").read_text().startswith("| metric |")
+
+    kdgan("generate", "--ckpt", run / "export", "--num", "8", "--outdir", tmp_path / "gen", "--npz",
+          "--device", "cpu")
+    out = kdgan("evaluate", "--images", tmp_path / "gen" / "images.npz", "--data", image_folder,
+                "--protocol", "custom", "--num-gen", "8", "--metrics", "fid",
+                "--inception", "tf-torchscript", "--out", tmp_path / "i.json", env=env)
+    assert json.loads((tmp_path / "i.json").read_text())["generated"]["num_images"] == 8
+    bad = kdgan("evaluate", "--data", image_folder, "--protocol", "cifar", "--ckpt", run / "export",
+                "--inception", "tf-torchscript", check=False, env=env)
+    assert bad.returncode == 2 and "compares with the 'test' split" in bad.stderr

