@@ -105,3 +105,25 @@ def test_export_and_load_generator_agree(tmp_path):
             (summary["checkpoint"], summary["export"], tmp_path / "export")]
     assert torch.equal(outs[0], outs[1]) and torch.equal(outs[0], outs[2])
     assert load_generator(tmp_path / "export").c_dim == 3
+
+
+def test_seeding_is_deterministic(tmp_path):
+    trainers = []
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):  # one after another: they share the global RNG
+        t = tiny_trainer(tmp_path / name, seed=seed)
+        t.train_step()
+        t.train_step()
+        trainers.append(t)
+    a, b, c = trainers
+    assert_same_state(a, b)
+    weight = lambda t: t.G.linear.parametrizations.weight.original  # noqa: E731
+    assert not torch.equal(weight(a), weight(c))
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_steps_run_and_stay_finite(tmp_path, precision):
+    t = tiny_trainer(tmp_path, precision=precision)
+    logs = t.train_step()
+    assert all(torch.isfinite(v) for v in logs.values())
+    assert all(p.dtype == torch.float32 for p in t.G.parameters())  # master weights stay fp32
+    assert t.scalers["D"].is_enabled() == (precision == "fp16")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import statistics
 from dataclasses import dataclass
 from typing import Any
@@ -129,7 +128,7 @@ def evaluate(sample, ref: FeatureSet, extractor: InceptionFeatures, protocol: Pr
         images = sample(seed + r)
         num = len(images)
         feats = extract_features(images, extractor, batch_size, desc=f"generated features {r + 1}/{repeats}")
-        values, n = score(feats, ref, metrics, seed + r, )
+        values, n = score(feats, ref, metrics, seed + r)
         runs.append(values)
         notes += [x for x in n if x not in notes]
         log.info("repeat %d/%d: %s", r + 1, repeats,
@@ -150,27 +149,20 @@ def evaluate(sample, ref: FeatureSet, extractor: InceptionFeatures, protocol: Pr
 
 
 def format_table(result: dict[str, Any]) -> str:
-    """A small markdown table: metric | mean +- std | repeats."""
+    """A small markdown table (metric | mean +- std | repeats) and the protocol line under it."""
     rows = ["| metric | mean +- std | repeats |", "| --- | --- | --- |"]
     for key, v in result["metrics"].items():
-        if key.endswith("_std") and key != "is_split_std":
-            continue
-        if key in ("kid_subset_std", "is_split_std"):
+        if key in ("kid_subset_std", "is_split_std"):  # spreads within one repeat: in the JSON only
             continue
         scale, name = (1e3, "kid x 1e3") if key == "kid" else (1.0, key)
         rows.append(f"| {name} | {v['mean'] * scale:.4f} +- {v['std'] * scale:.4f} | {len(v['values'])} |")
     for key, reason in result.get("unavailable", {}).items():
         rows.append(f"| {key} | unavailable | {reason} |")
     ref, gen = result["reference"], result["generated"]
-    rows.append("")
-    rows.append(
+    rows += ["", (
         f"protocol {result['protocol']}: {gen['num_images']} generated (seeds {gen['seeds']}) vs "
         f"{ref['num_images']} reference images ({ref['source']}, split {ref['split']}, sha256 "
         f"{ref['content_sha256'][:12]}); {result['feature_extractor']}, resize {result['resize']}"
-    )
+    )]
     rows += [f"note: {n}" for n in result["notes"]]
     return "\n".join(rows)
-
-
-def is_finite_result(result: dict[str, Any]) -> bool:
-    return all(math.isfinite(v["mean"]) for v in result["metrics"].values())

@@ -6,6 +6,7 @@ import contextlib
 import copy
 import json
 import logging
+import os
 import signal
 import threading
 import time
@@ -58,9 +59,8 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, run_dir: str | Path, dataset: ImageSet | None = None):
         self.cfg = cfg
         self.run_dir = Path(run_dir)
-        self.info = init_distributed("cuda" if cfg.device.startswith("cuda") or (
-            cfg.device == "auto" and torch.cuda.is_available()) else "cpu")
-        self.device = resolve_device(cfg.device, self.info.local_rank)
+        self.device = resolve_device(cfg.device, int(os.environ.get("LOCAL_RANK", "0")))
+        self.info = init_distributed(self.device.type)
         if cfg.batch_size % self.info.world_size:
             raise KdganError(
                 f"batch_size {cfg.batch_size} is not divisible by the {self.info.world_size} "
