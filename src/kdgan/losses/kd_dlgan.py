@@ -1,0 +1,83 @@
+"""KD-DLGAN distillation losses for the discriminator (Cui et al., CVPR 2023; METHOD.md 1.3, 1.4).
+
+Notation: teacher image features I(.) (B, M), D's feature head D^f(.) (B, M), teacher text
+features of K prompts Tx (K, M). Pair i is real image i with fake image i. Every loss is
+computed in float32 and returns a scalar; none calls backward().
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def feature_distance(a: torch.Tensor, b: torch.Tensor, kind: str = "l2") -> torch.Tensor:
+    """d(a, b) for (B, M) features: 'l2' = per-sample Euclidean norm (not squared) averaged
+    over the batch (released code); 'l1' = elementwise mean absolute difference (paper)."""
+    if kind == "l2":
+        return (a.float() - b.float()).norm(dim=1).mean()
+    if kind == "l1":
+        return (a.float() - b.float()).abs().mean()
+    raise ValueError(f"unknown AGKD distance {kind!r}; use l2 or l1")
+
+
+def agkd_loss(teacher_real: torch.Tensor, teacher_fake: torch.Tensor, student_real: torch.Tensor,
+              student_fake: torch.Tensor, aggregate: bool, distance: str = "l2") -> torch.Tensor:
+    """Unweighted AGKD: L_KD + [aggregate] * L_AGG.
+
+    L_KD  = d(I(x), D^f(x)) + d(I(G(z)), D^f(G(z)))
+    L_AGG = d(I(x), D^f(G(z))) + d(I(G(z)), D^f(x))   (swapped targets, not mixup)
+    `aggregate` is the draw [q <= p], q ~ U(0, 1) once per D step, made by the caller.
+    """
+    loss = feature_distance(teacher_real, student_real, distance) + \
+        feature_distance(teacher_fake, student_fake, distance)
+    if aggregate:
+        loss = loss + feature_distance(teacher_real, student_fake, distance) + \
+            feature_distance(teacher_fake, student_real, distance)
+    return loss
+
+
+def correlation(features: torch.Tensor, text: torch.Tensor, norm: str = "row") -> torch.Tensor:
+    """C = N(features @ text^T), (B, K): 'row' L2-normalises each row (released code),
+    'frobenius' divides the whole matrix by its Frobenius norm."""
+    c = features.float() @ text.float().t()
+    if norm == "row":
+        return F.normalize(c, dim=1)
+    if norm == "frobenius":
+        return c / c.norm().clamp_min(1e-12)
+    raise ValueError(f"unknown CGKD normalisation {norm!r}; use row or frobenius")
+
+
+def correlation_distance(a: torch.Tensor, b: torch.Tensor, kind: str = "sq_sum") -> torch.Tensor:
+    """'sq_sum' = sum of squared differences over B x K (released code); 'l1' = mean |a - b|."""
+    if kind == "sq_sum":
+        return (a - b).pow(2).sum()
+    if kind == "l1":
+        return (a - b).abs().mean()
+    raise ValueError(f"unknown CGKD distance {kind!r}; use sq_sum or l1")
+
+
+def cgkd_loss(teacher_real: torch.Tensor, teacher_fake: torch.Tensor, student_real: torch.Tensor,
+              student_fake: torch.Tensor, text: torch.Tensor, norm: str = "row",
+              distance: str = "sq_sum", fake_only: bool = False) -> torch.Tensor:
+    """Unweighted CGKD: dist(C_T(x), C_S(x)) + dist(C_T(G(z)), C_S(G(z))) (fake term only
+    when `fake_only`), with C_T from teacher and C_S from D^f features against the prompts."""
+    loss = correlation_distance(correlation(teacher_fake, text, norm),
+                                correlation(student_fake, text, norm), distance)
+    if not fake_only:
+        loss = loss + correlation_distance(correlation(teacher_real, text, norm),
+                                           correlation(student_real, text, norm), distance)
+    return loss
+
+
+def pairwise_diversity(teacher_fake: torch.Tensor, text: torch.Tensor, norm: str = "row") -> torch.Tensor:
+    """mean over i != j of cos(C_T(G(z))[i], C_T(G(z))[j]): lower means more diverse fakes.
+
+    Used in G's loss when pd_mode = 'generator' (gradients reach G through the frozen teacher).
+    """
+    c = F.normalize(correlation(teacher_fake, text, norm), dim=1)
+    b = c.shape[0]
+    if b < 2:
+        return c.new_zeros(())
+    sim = c @ c.t()
+    return (sim.sum() - sim.diagonal().sum()) / (b * (b - 1))

@@ -1,0 +1,37 @@
+"""Discriminator regularisers that carry training state (saved in checkpoints)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class LeCam(nn.Module):
+    """LeCam regulariser (Tseng et al., CVPR 2021; METHOD.md 2.4).
+
+    R_LC = mean(relu(D(x) - a_F)^2) + mean(relu(a_R - D(G(z)))^2), with a_R / a_F EMAs of the
+    batch-mean D outputs on real / fake (decay 0.99; plain tracking for the first
+    `start_steps` updates). `rectified=False` gives the paper's unrectified squared form.
+    The anchors are buffers, so they live in D's objective state and in checkpoints.
+    """
+
+    def __init__(self, decay: float = 0.99, start_steps: int = 1000, rectified: bool = True):
+        super().__init__()
+        self.decay, self.start_steps, self.rectified = decay, start_steps, rectified
+        self.register_buffer("anchor_real", torch.zeros(()))
+        self.register_buffer("anchor_fake", torch.zeros(()))
+        self.register_buffer("updates", torch.zeros((), dtype=torch.long))
+
+    @torch.no_grad()
+    def update(self, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> None:
+        """Move the anchors towards this batch's mean outputs."""
+        decay = 0.0 if int(self.updates) < self.start_steps else self.decay
+        self.anchor_real.mul_(decay).add_((1 - decay) * real_logits.detach().float().mean())
+        self.anchor_fake.mul_(decay).add_((1 - decay) * fake_logits.detach().float().mean())
+        self.updates += 1
+
+    def forward(self, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+        act = F.relu if self.rectified else (lambda t: t)
+        return (act(real_logits.float() - self.anchor_fake).pow(2).mean()
+                + act(self.anchor_real - fake_logits.float()).pow(2).mean())
