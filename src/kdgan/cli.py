@@ -52,17 +52,26 @@ def cli(verbose: bool) -> None:
 @click.option("--resolution", type=int, help="Image side in px (32 or 64).")
 @click.option("--split", help="Split folder to read when the data has train/ and test/.")
 @click.option("--data-fraction", type=float, help="Train on this fraction of the data, in (0, 1].")
+@click.option("--teacher", help="KD-DLGAN teacher: clip | inception (image-only, offline) | "
+              "clip-tiny-random (tests only). Default: none (plain GAN).")
+@click.option("--teacher-model", help="open_clip model name for --teacher clip (default ViT-B-32).")
+@click.option("--teacher-weights", help="open_clip pretrained tag or local checkpoint file "
+              "(default openai, or $KDGAN_CLIP_WEIGHTS).")
+@click.option("--kd", help="Distillation terms: agkd,cgkd (default), agkd or cgkd.")
+@click.option("--prompts", help="CGKD prompts: a named list (cifar10, cifar100, obama, faces, ...) "
+              "or a file, one per line. Default: 'a {class}' for the data's classes.")
 @click.option("--set", "sets", multiple=True, metavar="FIELD=VALUE",
               help="Override any config field, e.g. --set g_lr=1e-4 (repeatable).")
 @click.option("--dry-run", is_flag=True, help="Print the resolved config and exit.")
 def train(data, outdir, preset, steps, batch_size, device, seed, precision, resolution, split,
-          data_fraction, sets, dry_run) -> None:
+          data_fraction, teacher, teacher_model, teacher_weights, kd, prompts, sets, dry_run) -> None:
     """Train a GAN; resumable, with samples, logs, checkpoints and a generator export."""
     from kdgan import config as config_lib
 
     overrides = {"data": data, "steps": steps, "batch_size": batch_size, "device": device,
                  "seed": seed, "precision": precision, "resolution": resolution, "split": split,
-                 "data_fraction": data_fraction}
+                 "data_fraction": data_fraction, "teacher": teacher, "teacher_model": teacher_model,
+                 "teacher_weights": teacher_weights, "kd": kd, "prompts": prompts}
     for item in sets:
         if "=" not in item:
             raise KdganError(f"--set expects FIELD=VALUE, got {item!r}")

@@ -31,6 +31,27 @@ class TrainConfig:
     # --- objective ---
     loss: str = "hinge"  # adversarial loss: hinge | ns (non-saturating)
     diffaugment: str = "translation,cutout"  # DiffAugment policy, comma separated; "" for none
+    lecam_weight: float = 0.0  # w_lc of the LeCam regulariser in D's loss; 0 = off (0.3 for BigGAN-CIFAR)
+    lecam_decay: float = 0.99  # EMA decay of the LeCam anchors
+    lecam_start_steps: int = 1000  # D updates during which the anchors track the batch means
+    lecam_rectified: bool = True  # relu form (released code); False = the paper's plain squares
+    # --- KD-DLGAN (METHOD.md section 1) ---
+    teacher: str = ""  # "" = no distillation | clip | inception | clip-tiny-random (tests only)
+    teacher_model: str = "ViT-B-32"  # open_clip model name (clip teacher)
+    teacher_weights: str = ""  # open_clip pretrained tag or local file; "" = openai / $KDGAN_CLIP_WEIGHTS
+    kd: str = "agkd,cgkd"  # distillation terms used when a teacher is set
+    agkd_weight: float = 10.0  # w_agkd
+    agkd_distance: str = "l2"  # l2 (per-sample norm, released code) | l1 (elementwise mean, paper)
+    agkd_p: float = 1.0  # probability of adding the aggregated (swapped-target) term, per D step
+    cgkd_weight: float = 10.0  # w_cgkd
+    cgkd_norm: str = "row"  # row (L2 per row, released code) | frobenius (whole matrix)
+    cgkd_distance: str = "sq_sum"  # sq_sum (sum of squares, released code) | l1 (mean abs, paper)
+    cgkd_fake_only: bool = False  # CGKD on generated images only
+    clip_input: str = "official"  # official ([-1, 1], nearest upsample) | normalized (CLIP mean/std)
+    clip_on: str = "augmented"  # augmented (what D sees) | clean (un-augmented; real features cached)
+    pd_mode: str = "off"  # off (released code) | generator (pairwise diversity in G's loss)
+    pd_weight: float = 1.0  # w_pd when pd_mode = generator
+    prompts: str = ""  # named list, prompt file, or "" = "a {class}" for the data's classes
     # --- optimisation ---
     batch_size: int = 50  # images per D step and per G step, summed over all processes
     d_steps: int = 4  # D steps per G step
@@ -75,18 +96,35 @@ class Preset:
     paper_fid: float | None = None  # FID reported in the paper for this row (METHOD.md section 5)
 
 
-def _biggan_cifar(dataset: str, pct: int, fid: float) -> Preset:
+# KD-DLGAN Table 1 / ablation rows (METHOD.md section 5): (variant, description, fields, FID by %).
+_KD = {"teacher": "clip", "kd": "agkd,cgkd"}
+_LECAM = {"lecam_weight": 0.3}
+_VARIANTS = [
+    ("da", "DiffAugment", {}, {"cifar10": {100: 8.75, 20: 14.53, 10: 23.34},
+                               "cifar100": {100: 11.99, 20: 22.55, 10: 35.39}}),
+    ("da-kd", "DiffAugment + KD-DLGAN (AGKD + CGKD, CLIP ViT-B/32)", _KD,
+     {"cifar10": {100: 8.42, 20: 11.01, 10: 14.20}, "cifar100": {100: 10.28, 20: 15.60, 10: 18.03}}),
+    ("da-agkd", "DiffAugment + AGKD only", {**_KD, "kd": "agkd"}, {"cifar10": {20: 12.97, 10: 15.85}}),
+    ("da-cgkd", "DiffAugment + CGKD only", {**_KD, "kd": "cgkd"}, {"cifar10": {20: 12.77, 10: 18.66}}),
+    ("lecam-da", "LeCam + DiffAugment", _LECAM, {}),
+    ("lecam-da-kd", "LeCam + DiffAugment + KD-DLGAN", {**_LECAM, **_KD},
+     {"cifar10": {100: 8.19, 20: 11.45, 10: 13.22}, "cifar100": {100: 10.12, 20: 18.70, 10: 22.40}}),
+]
+
+
+def _biggan_cifar(dataset: str, pct: int, variant: str, what: str, fields: dict[str, Any],
+                  fids: dict[str, dict[int, float]]) -> Preset:
     # 5,000 epochs at 10% / 20%; 1,000 epochs on the full set (released DiffAugment scripts).
     n_images = 50_000 * pct // 100
     epochs = 1000 if pct == 100 else 5000
     steps = epochs * n_images // (50 * 4)
     suffix = "" if pct == 100 else f"-{pct}pct"
     return Preset(
-        name=f"biggan-{dataset}{suffix}-da",
-        description=f"BigGAN 32px, DiffAugment translation,cutout, {dataset.upper()} {pct}% data",
+        name=f"biggan-{dataset}{suffix}-{variant}",
+        description=f"BigGAN 32px, {what}, {dataset.upper()} {pct}% data",
         overrides={"data_fraction": pct / 100, "steps": steps, "sample_every_steps": 4000,
-                   "eval_every_steps": 4000, "eval_protocol": "cifar"},
-        paper_fid=fid,
+                   "eval_every_steps": 4000, "eval_protocol": "cifar", **fields},
+        paper_fid=fids.get(dataset, {}).get(pct),
     )
 
 
@@ -112,15 +150,15 @@ PRESETS: dict[str, Preset] = {
                 "ckpt_every_steps": 2,
             },
         ),
-        # DA rows of KD-DLGAN Table 1 (FIDs from METHOD.md section 5).
-        _biggan_cifar("cifar10", 100, 8.75),
-        _biggan_cifar("cifar10", 20, 14.53),
-        _biggan_cifar("cifar10", 10, 23.34),
-        _biggan_cifar("cifar100", 100, 11.99),
-        _biggan_cifar("cifar100", 20, 22.55),
-        _biggan_cifar("cifar100", 10, 35.39),
+        *(_biggan_cifar(ds, pct, *variant) for variant in _VARIANTS
+          for ds in ("cifar10", "cifar100") for pct in (100, 20, 10)),
     ]
 }
+
+
+def kd_terms(cfg: TrainConfig) -> list[str]:
+    """The distillation terms in use: [] without a teacher, else the names listed in `kd`."""
+    return [t.strip() for t in cfg.kd.split(",") if t.strip()] if cfg.teacher else []
 
 
 def field_names() -> list[str]:
@@ -176,6 +214,20 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         (cfg.eval_metric in ("fid", "kid"), "eval_metric must be fid or kid"),
         (cfg.eval_protocol != "custom" or cfg.eval_num_gen > 0,
          "eval_protocol custom needs eval_num_gen > 0"),
+        (cfg.lecam_weight >= 0 and 0 <= cfg.lecam_decay < 1, "lecam_weight >= 0, lecam_decay in [0, 1)"),
+        (cfg.teacher in ("", "clip", "inception", "clip-tiny-random"),
+         f"teacher must be clip, inception or clip-tiny-random, not {cfg.teacher!r}"),
+        (set(kd_terms(cfg)) <= {"agkd", "cgkd"}, f"kd terms are agkd and cgkd, not {cfg.kd!r}"),
+        (cfg.agkd_distance in ("l2", "l1"), "agkd_distance must be l2 or l1"),
+        (0 <= cfg.agkd_p <= 1, "agkd_p must be in [0, 1]"),
+        (cfg.cgkd_norm in ("row", "frobenius"), "cgkd_norm must be row or frobenius"),
+        (cfg.cgkd_distance in ("sq_sum", "l1"), "cgkd_distance must be sq_sum or l1"),
+        (cfg.clip_input in ("official", "normalized"), "clip_input must be official or normalized"),
+        (cfg.clip_on in ("augmented", "clean"), "clip_on must be augmented or clean"),
+        (cfg.pd_mode in ("off", "generator"), "pd_mode must be off or generator"),
+        (not (cfg.teacher == "inception" and ("cgkd" in kd_terms(cfg) or cfg.pd_mode != "off")),
+         "CGKD and pairwise diversity need text features, and the inception teacher is image-only; "
+         "use --kd agkd (and pd_mode off) with --teacher inception, or --teacher clip"),
     ]
     for ok, message in checks:
         if not ok:

@@ -183,3 +183,21 @@ def test_train_with_evaluation_then_evaluate_checkpoint_and_images(tmp_path, ima
     bad = kdgan("evaluate", "--data", image_folder, "--protocol", "cifar", "--ckpt", run / "export",
                 "--inception", "tf-torchscript", check=False, env=env)
     assert bad.returncode == 2 and "compares with the 'test' split" in bad.stderr
+
+
+def test_kd_dlgan_train_resume_and_evaluate(tmp_path, image_folder):
+    env = {"KDGAN_CACHE_DIR": str(tmp_path / "cache"), "KDGAN_OFFLINE": "1"}
+    common = ["train", "--data", image_folder, "--preset", "tiny", "--device", "cpu",
+              "--teacher", "clip-tiny-random", "--kd", "agkd,cgkd", "--set", "lecam_weight=0.3",
+              "--outdir", tmp_path / "kd"]
+    first = kdgan(*common, "--steps", "2", env=env)
+    assert "teacher clip-tiny-random (tests only)" in first.stderr and "KD terms agkd+cgkd" in first.stderr
+    assert "CGKD prompts (2): a cat; a dog" in first.stderr
+    second = kdgan(*common, "--steps", "4", env=env)
+    assert "resumed from step 2" in second.stdout
+    logged = [json.loads(ln) for ln in (tmp_path / "kd" / "log.jsonl").read_text().splitlines()]
+    assert all({"d/agkd", "d/cgkd", "d/lecam"} <= set(r) for r in logged if "d/hinge_real" in r)
+    out = kdgan("evaluate", "--ckpt", tmp_path / "kd" / "export", "--data", image_folder, "--protocol",
+                "custom", "--num-gen", "8", "--metrics", "fid,kid", "--inception", "tf-torchscript",
+                "--out", tmp_path / "kd.json", env=env)
+    assert "| fid |" in out.stdout and "| kid x 1e3 |" in out.stdout

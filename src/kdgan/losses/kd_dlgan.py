@@ -22,19 +22,20 @@ def feature_distance(a: torch.Tensor, b: torch.Tensor, kind: str = "l2") -> torc
 
 
 def agkd_loss(teacher_real: torch.Tensor, teacher_fake: torch.Tensor, student_real: torch.Tensor,
-              student_fake: torch.Tensor, aggregate: bool, distance: str = "l2") -> torch.Tensor:
+              student_fake: torch.Tensor, aggregate: bool | torch.Tensor,
+              distance: str = "l2") -> torch.Tensor:
     """Unweighted AGKD: L_KD + [aggregate] * L_AGG.
 
     L_KD  = d(I(x), D^f(x)) + d(I(G(z)), D^f(G(z)))
     L_AGG = d(I(x), D^f(G(z))) + d(I(G(z)), D^f(x))   (swapped targets, not mixup)
-    `aggregate` is the draw [q <= p], q ~ U(0, 1) once per D step, made by the caller.
+    `aggregate` is the draw [q <= p], q ~ U(0, 1) once per D step, made by the caller (a bool,
+    or a 0/1 tensor so that a GPU step needs no host sync).
     """
     loss = feature_distance(teacher_real, student_real, distance) + \
         feature_distance(teacher_fake, student_fake, distance)
-    if aggregate:
-        loss = loss + feature_distance(teacher_real, student_fake, distance) + \
-            feature_distance(teacher_fake, student_real, distance)
-    return loss
+    swapped = feature_distance(teacher_real, student_fake, distance) + \
+        feature_distance(teacher_fake, student_real, distance)
+    return loss + aggregate * swapped
 
 
 def correlation(features: torch.Tensor, text: torch.Tensor, norm: str = "row") -> torch.Tensor:

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kdgan.nets.heads import KDFeatureHead
 from kdgan.nets.layers import (
     ConditionalBatchNorm2d,
     init_normal_002,
@@ -109,12 +110,14 @@ class BigGANDiscriminator(nn.Module):
     """images (B, 3, R, R) in [-1, 1] and labels (B,) -> logits (B,).
 
     `features(x)` returns h, the ReLU-and-sum-pooled output of the last block (B, 4 * ch at
-    32 px), which the logit and projection heads share (and the KD feature head, METHOD 1.2).
+    32 px), which the logit and projection heads share, and with kd_dim > 0 so does the
+    KD-DLGAN feature head (METHOD 1.2): `D(x, y, return_kd=True)` gives (logits, (B, kd_dim)).
     """
 
-    def __init__(self, c_dim: int = 0, img_resolution: int = 32, ch: int = 64):
+    def __init__(self, c_dim: int = 0, img_resolution: int = 32, ch: int = 64, kd_dim: int = 0):
         super().__init__()
-        self.config = {"arch": "biggan", "c_dim": c_dim, "img_resolution": img_resolution, "ch": ch}
+        self.config = {"arch": "biggan", "c_dim": c_dim, "img_resolution": img_resolution, "ch": ch,
+                       "kd_dim": kd_dim}
         self.c_dim, self.img_resolution = c_dim, img_resolution
         blocks = []
         for i, (a, b, down) in enumerate(D_ARCH[img_resolution]):
@@ -124,6 +127,7 @@ class BigGANDiscriminator(nn.Module):
         self.feature_dim = D_ARCH[img_resolution][-1][1] * ch
         self.linear = sn_linear(self.feature_dim, 1)
         self.embed = sn(nn.Embedding(c_dim, self.feature_dim)) if c_dim > 0 else None
+        self.kd_head = KDFeatureHead(self.feature_dim, kd_dim) if kd_dim > 0 else None
         init_normal_002(self)
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
@@ -132,9 +136,14 @@ class BigGANDiscriminator(nn.Module):
             h = block(h)
         return F.relu(h).sum(dim=(2, 3))
 
-    def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None,
+                return_kd: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         h = self.features(images)
         logits = self.linear(h).squeeze(1)
         if self.embed is not None:
             logits = logits + (self.embed(labels) * h).sum(dim=1)  # projection (Miyato 2018)
+        if return_kd:
+            if self.kd_head is None:
+                raise ValueError("this discriminator has no KD feature head (kd_dim = 0)")
+            return logits, self.kd_head(h)
         return logits

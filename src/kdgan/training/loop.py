@@ -22,11 +22,14 @@ from kdgan.augment import DiffAugment
 from kdgan.config import RESUMABLE_FIELDS, TrainConfig
 from kdgan.data import ImageSet, load_images, select_subset, to_model_range, to_uint8
 from kdgan.errors import KdganError, TrainingDiverged
+from kdgan.losses.regularizers import LeCam
 from kdgan.nets import build_discriminator, build_generator
+from kdgan.teachers import build_teacher
+from kdgan.teachers.prompts import resolve_prompts
 from kdgan.training.checkpoint import FORMAT, CheckpointManager
 from kdgan.training.ema import ema_decay_at, update_ema
 from kdgan.training.monitor import RunMonitor, save_image_grid
-from kdgan.training.objectives import GANObjective
+from kdgan.training.objectives import GANObjective, KDSettings
 from kdgan.utils.dist import (
     average_gradients,
     broadcast_module,
@@ -78,18 +81,27 @@ class Trainer:
         use_labels = cfg.conditional and self.dataset.labels is not None
         self.c_dim = self.dataset.num_classes if use_labels else 0
 
+        self.teacher = None  # frozen; never in an optimiser or a checkpoint
+        if config_lib.kd_terms(cfg):
+            self.teacher = build_teacher(cfg.teacher, cfg.teacher_model, cfg.teacher_weights,
+                                         cfg.clip_input, self.device)
         seed_all(cfg.seed)  # identical initialisation on every rank
         self.G = build_generator({"arch": cfg.arch, "z_dim": cfg.z_dim, "c_dim": self.c_dim,
                                   "img_resolution": cfg.resolution, "ch": cfg.g_ch}).to(self.device)
-        self.D = build_discriminator({"arch": cfg.arch, "c_dim": self.c_dim,
-                                      "img_resolution": cfg.resolution, "ch": cfg.d_ch}).to(self.device)
+        self.D = build_discriminator({"arch": cfg.arch, "c_dim": self.c_dim, "img_resolution": cfg.resolution,
+                                      "ch": cfg.d_ch, "kd_dim": self.teacher.dim if self.teacher else 0}
+                                     ).to(self.device)
         broadcast_module(self.G, self.info)
         broadcast_module(self.D, self.info)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
         self.opt_G = torch.optim.Adam(self.G.parameters(), lr=cfg.g_lr, betas=cfg.betas, eps=cfg.adam_eps)
         self.opt_D = torch.optim.Adam(self.D.parameters(), lr=cfg.d_lr, betas=cfg.betas, eps=cfg.adam_eps)
         self.augment = DiffAugment(cfg.diffaugment)
-        self.objective = GANObjective(cfg.loss, self.augment, cfg.z_dim, self.c_dim)
+        lecam = None
+        if cfg.lecam_weight > 0:
+            lecam = LeCam(cfg.lecam_decay, cfg.lecam_start_steps, cfg.lecam_rectified).to(self.device)
+        self.objective = GANObjective(cfg.loss, self.augment, cfg.z_dim, self.c_dim, lecam,
+                                      cfg.lecam_weight, self._kd_settings())
         self.autocast_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.precision]
         self.scalers = {k: torch.amp.GradScaler(self.device.type, enabled=cfg.precision == "fp16")
                         for k in ("G", "D")}
@@ -101,10 +113,46 @@ class Trainer:
         labels = self.dataset.labels if use_labels else np.zeros(len(self.dataset), np.int64)
         self.labels = torch.from_numpy(labels).to(self.images.device)
         self._perms: dict[int, torch.Tensor] = {}
+        self._clean_features: torch.Tensor | None = None  # clip_on = clean: teacher features per image
+        self._clean_known: torch.Tensor | None = None
         self.step = 0
         self.ckpts = CheckpointManager(self.run_dir / "checkpoints", cfg.keep_ckpts)
         self._stop = threading.Event()
         self._eval: tuple | None = None  # (protocol, extractor, reference features), built lazily
+
+    # ------------------------------------------------------------------ distillation
+    def _kd_settings(self) -> KDSettings | None:
+        cfg = self.cfg
+        terms = tuple(config_lib.kd_terms(cfg))
+        if not terms:
+            return None
+        text = None
+        if "cgkd" in terms or cfg.pd_mode == "generator":
+            prompts = resolve_prompts(cfg.prompts, self.dataset.class_names)
+            text = self.teacher.text_features(prompts).float()  # once, kept for the whole run
+            shown = "; ".join(prompts[:4]) + (" ..." if len(prompts) > 4 else "")
+            log.info("CGKD prompts (%d): %s", len(prompts), shown)
+        log.info("teacher %s (%d-d, input %s), KD terms %s", self.teacher.name, self.teacher.dim,
+                 self.teacher.input_convention, "+".join(terms))
+        return KDSettings(
+            self.teacher, terms, text, cfg.agkd_weight, cfg.agkd_distance, cfg.agkd_p, cfg.cgkd_weight,
+            cfg.cgkd_norm, cfg.cgkd_distance, cfg.cgkd_fake_only, cfg.clip_on, cfg.pd_mode, cfg.pd_weight,
+            self.clean_real_features if cfg.clip_on == "clean" else None)
+
+    @torch.no_grad()
+    def clean_real_features(self, indices: torch.Tensor) -> torch.Tensor:
+        """Teacher features of the un-augmented real images `indices`, each computed once."""
+        if self._clean_features is None:
+            n = len(self.dataset)
+            self._clean_features = torch.zeros(n, self.teacher.dim, device=self.device)
+            self._clean_known = torch.zeros(n, dtype=torch.bool, device=self.device)
+        idx = indices.to(self.device)
+        missing = idx[~self._clean_known[idx]].unique()
+        if len(missing):
+            images = to_model_range(self.images[missing.to(self.images.device)].to(self.device))
+            self._clean_features[missing] = self.teacher.image_features(images)
+            self._clean_known[missing] = True
+        return self._clean_features[idx]
 
     # ------------------------------------------------------------------ data
     def _permutation(self, epoch: int) -> torch.Tensor:
@@ -114,9 +162,9 @@ class Trainer:
             self._perms[epoch] = torch.randperm(len(self.dataset), generator=g).to(self.images.device)
         return self._perms[epoch]
 
-    def real_batch(self, batch_index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def real_batch(self, batch_index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The `batch_index`-th real batch of this rank: a pure function of the index, so resume
-        needs no sampler state. Images (B, 3, R, R) in [-1, 1], labels (B,) int64."""
+        needs no sampler state. Images (B, 3, R, R) in [-1, 1], labels (B,), dataset indices (B,)."""
         n = len(self.dataset)
         start = batch_index * self.cfg.batch_size + self.info.rank * self.local_batch
         pos = torch.arange(start, start + self.local_batch)
@@ -129,7 +177,7 @@ class Trainer:
         if self.cfg.xflip:
             flip = torch.rand(x.shape[0], 1, 1, 1, device=self.device) < 0.5
             x = torch.where(flip, x.flip(3), x)
-        return x, self.labels[idx].to(self.device)
+        return x, self.labels[idx].to(self.device), idx
 
     # ------------------------------------------------------------------ step
     def _autocast(self):
@@ -154,9 +202,9 @@ class Trainer:
         logs: dict[str, torch.Tensor] = {}
         self.D.requires_grad_(True)
         for i in range(cfg.d_steps):
-            real, labels = self.real_batch(self.step * cfg.d_steps + i)
+            real, labels, idx = self.real_batch(self.step * cfg.d_steps + i)
             with self._autocast():
-                terms, stats = self.objective.d_terms(self.G, self.D, real, labels)
+                terms, stats = self.objective.d_terms(self.G, self.D, real, labels, idx)
             self._optimize("D", terms)
             for k, v in {**terms, **stats}.items():
                 logs[k] = logs.get(k, 0.0) + v.detach() / cfg.d_steps
@@ -193,6 +241,7 @@ class Trainer:
             "nets": {"G": net(self.G), "D": net(self.D), "G_ema": net(self.G_ema)},
             "optim": {"G": self.opt_G.state_dict(), "D": self.opt_D.state_dict()},
             "scalers": {k: s.state_dict() for k, s in self.scalers.items()},
+            "objective": self.objective.state_dict(),
             "rng": rng_states,
         }
 
@@ -219,6 +268,7 @@ class Trainer:
         for k, s in self.scalers.items():
             if ckpt["scalers"][k]:
                 s.load_state_dict(ckpt["scalers"][k])
+        self.objective.load_state_dict(ckpt.get("objective", {}))
         rng = ckpt["rng"]
         set_rng_state(rng[self.info.rank] if self.info.rank < len(rng) else rng[0])
         self.step = int(ckpt["step"])

@@ -2,27 +2,65 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
 from kdgan.losses.adversarial import ADVERSARIAL_LOSSES
+from kdgan.losses.kd_dlgan import agkd_loss, cgkd_loss, pairwise_diversity
+from kdgan.losses.regularizers import LeCam
+from kdgan.teachers.base import Teacher
 
 Terms = dict[str, torch.Tensor]
+
+
+@dataclass
+class KDSettings:
+    """The KD-DLGAN terms (METHOD.md 1.3-1.4) and their options; see TrainConfig for each."""
+
+    teacher: Teacher
+    terms: tuple[str, ...]  # subset of ("agkd", "cgkd")
+    text: torch.Tensor | None  # (K, M) teacher text features of the prompts, fp32
+    agkd_weight: float = 10.0
+    agkd_distance: str = "l2"
+    agkd_p: float = 1.0
+    cgkd_weight: float = 10.0
+    cgkd_norm: str = "row"
+    cgkd_distance: str = "sq_sum"
+    cgkd_fake_only: bool = False
+    clip_on: str = "augmented"
+    pd_mode: str = "off"
+    pd_weight: float = 1.0
+    # clip_on = clean: dataset indices (B,) -> cached teacher features of the clean real images
+    clean_real_features: Callable[[torch.Tensor], torch.Tensor] | None = None
 
 
 class GANObjective:
     """The adversarial game with augmentation T applied to everything D sees (METHOD 1.5, 2.3).
 
-    D phase:  L_D = loss_d(D(T(x)), D(T(G(z))))   (fake generated without grad)
-    G phase:  L_G = loss_g(D(T(G(z))))
+    D phase:  L_D = loss_d(D(T(x)), D(T(G(z)))) [+ w_lc R_LC] [+ L_AGKD] [+ L_CGKD]
+    G phase:  L_G = loss_g(D(T(G(z))))          [+ w_pd L_PD  when pd_mode = generator]
     Fake labels are drawn uniformly over the classes, as in BigGAN.
     """
 
-    def __init__(self, loss: str, augment: nn.Module, z_dim: int, c_dim: int):
+    def __init__(self, loss: str, augment: nn.Module, z_dim: int, c_dim: int,
+                 lecam: LeCam | None = None, lecam_weight: float = 0.0, kd: KDSettings | None = None):
         self.loss_d, self.loss_g = ADVERSARIAL_LOSSES[loss]
         self.loss_name = loss
         self.augment = augment
         self.z_dim, self.c_dim = z_dim, c_dim
+        self.lecam, self.lecam_weight = lecam, lecam_weight
+        self.kd = kd
+
+    def state_dict(self) -> dict:
+        """Training state of the objective (LeCam anchors); the teacher is never saved."""
+        return {"lecam": self.lecam.state_dict()} if self.lecam is not None else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        if self.lecam is not None and "lecam" in state:
+            self.lecam.load_state_dict(state["lecam"])
 
     def sample_latents(self, batch_size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """z ~ N(0, I) (B, z_dim) and labels ~ U{0..c_dim-1} (B,) (zeros when unconditional)."""
@@ -30,25 +68,62 @@ class GANObjective:
         labels = torch.randint(0, max(self.c_dim, 1), (batch_size,), device=device)
         return z, labels
 
-    def d_terms(self, G: nn.Module, D: nn.Module, real_images: torch.Tensor,
-                real_labels: torch.Tensor) -> tuple[Terms, Terms]:
-        """D loss terms and logit statistics for one real batch (B, 3, R, R) in [-1, 1]."""
-        z, fake_labels = self.sample_latents(real_images.shape[0], real_images.device)
+    def d_terms(self, G: nn.Module, D: nn.Module, real_images: torch.Tensor, real_labels: torch.Tensor,
+                real_indices: torch.Tensor | None = None) -> tuple[Terms, Terms]:
+        """D loss terms and statistics for one real batch (B, 3, R, R) in [-1, 1]."""
+        b = real_images.shape[0]
+        z, fake_labels = self.sample_latents(b, real_images.device)
         with torch.no_grad():
-            fake_images = G(z, fake_labels)
-        # One D pass over fake and real together (one spectral-norm power iteration per step).
-        logits = D(self.augment(torch.cat([fake_images.to(real_images.dtype), real_images])),
-                   torch.cat([fake_labels, real_labels]))
-        fake_logits, real_logits = logits.split([fake_images.shape[0], real_images.shape[0]])
+            fake_images = G(z, fake_labels).to(real_images.dtype)
+        clean = torch.cat([fake_images, real_images])
+        seen = self.augment(clean)  # one D pass over fake and real: one spectral-norm iteration
+        labels = torch.cat([fake_labels, real_labels])
+        if self.kd is None:
+            logits, student = D(seen, labels), None
+        else:
+            logits, student = D(seen, labels, return_kd=True)
+        fake_logits, real_logits = logits.split([b, b])
         loss_real, loss_fake = self.loss_d(real_logits, fake_logits)
         terms = {f"d/{self.loss_name}_real": loss_real, f"d/{self.loss_name}_fake": loss_fake}
         stats = {"stats/d_real_logit": real_logits.detach().float().mean(),
                  "stats/d_fake_logit": fake_logits.detach().float().mean()}
+        if self.lecam is not None:
+            self.lecam.update(real_logits, fake_logits)
+            terms["d/lecam"] = self.lecam_weight * self.lecam(real_logits, fake_logits)
+        if self.kd is not None:
+            terms.update(self._kd_terms(seen, clean, student.float(), b, real_indices))
         return terms, stats
+
+    def _kd_terms(self, seen: torch.Tensor, clean: torch.Tensor, student: torch.Tensor, b: int,
+                  real_indices: torch.Tensor | None) -> Terms:
+        kd = self.kd
+        with torch.no_grad():  # the teacher is frozen: no gradient to it or through it here
+            if kd.clip_on == "augmented":
+                target_fake, target_real = kd.teacher.image_features(seen).split([b, b])
+            else:
+                target_fake = kd.teacher.image_features(clean[:b])
+                target_real = kd.clean_real_features(real_indices)
+        student_fake, student_real = student.split([b, b])
+        terms: Terms = {}
+        if "agkd" in kd.terms:
+            q = torch.rand((), device=student.device)  # one draw per D step, no host sync
+            aggregate = (q <= kd.agkd_p).float()
+            terms["d/agkd"] = kd.agkd_weight * agkd_loss(target_real, target_fake, student_real,
+                                                         student_fake, aggregate, kd.agkd_distance)
+        if "cgkd" in kd.terms:
+            terms["d/cgkd"] = kd.cgkd_weight * cgkd_loss(
+                target_real, target_fake, student_real, student_fake, kd.text, kd.cgkd_norm,
+                kd.cgkd_distance, kd.cgkd_fake_only)
+        return terms
 
     def g_terms(self, G: nn.Module, D: nn.Module, batch_size: int,
                 device: torch.device) -> tuple[Terms, Terms]:
         """G loss terms for one batch of fresh latents."""
         z, labels = self.sample_latents(batch_size, device)
-        fake_logits = D(self.augment(G(z, labels)), labels)
-        return {f"g/{self.loss_name}": self.loss_g(fake_logits)}, {}
+        seen = self.augment(G(z, labels))
+        terms = {f"g/{self.loss_name}": self.loss_g(D(seen, labels))}
+        if self.kd is not None and self.kd.pd_mode == "generator":
+            # gradients flow through the frozen teacher into G (its weights stay untouched)
+            features = self.kd.teacher.image_features(seen)
+            terms["g/pd"] = self.kd.pd_weight * pairwise_diversity(features, self.kd.text, self.kd.cgkd_norm)
+        return terms, {}

@@ -1,0 +1,39 @@
+"""Frozen pre-trained teachers for KD-DLGAN, picked by name."""
+
+from __future__ import annotations
+
+import torch
+
+from kdgan.errors import KdganError
+from kdgan.teachers.base import Teacher
+
+TEACHERS = ("clip", "inception", "clip-tiny-random")
+
+
+def build_teacher(name: str, model: str = "ViT-B-32", weights: str = "", clip_input: str = "official",
+                  device: torch.device | str = "cpu", half: bool | None = None) -> Teacher:
+    """A frozen teacher on `device`; in half precision on a GPU unless `half` is False."""
+    device = torch.device(device)
+    if name == "clip":
+        from kdgan.teachers.clip import load_clip
+
+        teacher = load_clip(model, weights or None, clip_input, "cpu")
+    elif name == "inception":
+        from kdgan.teachers.inception import InceptionTeacher
+
+        teacher = InceptionTeacher()
+    elif name == "clip-tiny-random":
+        from kdgan.teachers.clip import tiny_random_clip
+
+        teacher = tiny_random_clip(clip_input)
+    else:
+        raise KdganError(f"unknown teacher {name!r}; choose from {', '.join(TEACHERS)}")
+    if half is None:
+        half = device.type == "cuda"
+    teacher = teacher.to(device)
+    if half:
+        teacher = teacher.half()
+    return teacher.freeze()
+
+
+__all__ = ["TEACHERS", "Teacher", "build_teacher"]

@@ -1,0 +1,43 @@
+"""The Teacher protocol: a frozen pre-trained network that D distills from (METHOD.md 1.1)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class Teacher(nn.Module):
+    """Frozen image (and optionally text) encoder.
+
+    `image_features(images)` takes what D sees: float (B, 3, R, R) in [-1, 1]; returns float32
+    (B, dim). `text_features(prompts)` returns float32 (K, dim) where `supports_text`.
+    Subclasses set `name`, `dim`, `supports_text`, `input_convention` and implement `encode`.
+    A teacher is never trained, never in an optimiser, never in a checkpoint.
+    """
+
+    name: str = "teacher"
+    dim: int = 0
+    supports_text: bool = False
+    input_convention: str = ""
+
+    def freeze(self) -> Teacher:
+        self.eval()
+        self.requires_grad_(False)
+        return self
+
+    def train(self, mode: bool = True) -> Teacher:  # a teacher stays in eval mode
+        return super().train(False)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
+    def image_features(self, images: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def text_features(self, prompts: list[str]) -> torch.Tensor:
+        raise ValueError(f"the {self.name} teacher has no text encoder")

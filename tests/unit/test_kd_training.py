@@ -1,0 +1,110 @@
+"""KD-DLGAN wired into the loop: frozen teachers, gradient paths, checkpoints, clean cache."""
+
+import pytest
+import torch
+
+from kdgan.config import resolve
+from kdgan.errors import KdganError
+from kdgan.teachers import build_teacher
+from kdgan.teachers.prompts import NAMED, resolve_prompts
+from kdgan.training.checkpoint import load_checkpoint
+from kdgan.training.loop import Trainer
+from tests.unit.test_checkpoint import tiny_data
+
+
+def kd_trainer(run_dir, **overrides):
+    fields = {"data": "in-memory", "device": "cpu", "teacher": "clip-tiny-random",
+              "kd": "agkd,cgkd", "lecam_weight": 0.3, **overrides}
+    return Trainer(resolve("tiny", fields), run_dir, dataset=tiny_data())
+
+
+def teacher_params(t):
+    return [p.detach().clone() for p in t.teacher.parameters()]
+
+
+def test_tiny_clip_teacher_is_frozen_and_has_text():
+    t = build_teacher("clip-tiny-random")
+    assert "tests only" in t.name and t.dim == 32 and t.supports_text
+    assert not t.training and not any(p.requires_grad for p in t.parameters())
+    assert t.text_features(["a cat", "a dog", "a ship"]).shape == (3, 32)
+    assert t.image_features(torch.rand(2, 3, 32, 32) * 2 - 1).dtype == torch.float32
+    t.train()
+    assert not t.training  # stays in eval mode
+
+
+def test_d_terms_reach_d_never_the_teacher(tmp_path):
+    t = kd_trainer(tmp_path)
+    real, labels, idx = t.real_batch(0)
+    terms, _ = t.objective.d_terms(t.G, t.D, real, labels, idx)
+    assert {"d/agkd", "d/cgkd", "d/lecam"} <= set(terms)
+    (terms["d/agkd"] + terms["d/cgkd"]).backward()
+    assert t.D.kd_head.fc1.parametrizations.weight.original.grad.abs().sum() > 0
+    assert t.D.blocks[0].conv1.parametrizations.weight.original.grad.abs().sum() > 0  # shared trunk
+    assert all(p.grad is None for p in t.teacher.parameters())
+    assert all(p.grad is None for p in t.G.parameters())  # fakes are made without grad in D's phase
+
+
+def test_pairwise_diversity_in_generator_mode_reaches_g_through_the_teacher(tmp_path):
+    t = kd_trainer(tmp_path, pd_mode="generator", prompts="cifar10")
+    t.D.requires_grad_(False)
+    terms, _ = t.objective.g_terms(t.G, t.D, 4, t.device)
+    terms["g/pd"].backward()
+    assert t.G.linear.parametrizations.weight.original.grad.abs().sum() > 0
+    assert all(p.grad is None for p in t.teacher.parameters())
+
+
+def test_teacher_unchanged_by_training_and_absent_from_checkpoints(tmp_path):
+    t = kd_trainer(tmp_path, steps=2)
+    before = teacher_params(t)
+    t.run()
+    assert all(torch.equal(a, b) for a, b in zip(before, teacher_params(t), strict=True))
+    ckpt = load_checkpoint(t.ckpts.path(2))
+    n_teacher = sum(p.numel() for p in t.teacher.parameters())
+    n_saved = sum(v.numel() for net in ckpt["nets"].values() for v in net["state"].values())
+    n_nets = sum(sum(v.numel() for v in m.state_dict().values()) for m in (t.G, t.D, t.G_ema))
+    assert n_saved == n_nets and n_teacher > 0
+    assert not any("teacher" in k or "visual" in k for net in ckpt["nets"].values() for k in net["state"])
+    assert ckpt["objective"]["lecam"]["updates"].item() == 2 * 2  # LeCam anchors are saved
+    assert ckpt["nets"]["D"]["config"]["kd_dim"] == 32
+
+
+def test_resume_restores_lecam_anchors(tmp_path):
+    a = kd_trainer(tmp_path, steps=2)
+    a.run()
+    b = kd_trainer(tmp_path, steps=3)
+    b.load_state_dict(load_checkpoint(b.ckpts.path(2)))
+    assert torch.equal(a.objective.lecam.anchor_real, b.objective.lecam.anchor_real)
+    assert b.objective.lecam.updates.item() == 4
+
+
+def test_clean_real_features_are_computed_once_per_image(tmp_path):
+    t = kd_trainer(tmp_path, clip_on="clean")
+    idx = torch.tensor([3, 5, 3])
+    feats = t.clean_real_features(idx)
+    assert t._clean_known.sum().item() == 2
+    from kdgan.data import to_model_range
+
+    expected = t.teacher.image_features(to_model_range(t.images[torch.tensor([3, 5])]))
+    assert torch.allclose(feats[:2], expected, atol=1e-5) and torch.equal(feats[0], feats[2])
+    with torch.no_grad():
+        t.teacher.model.visual.conv1.weight.add_(1.0)  # a cached value is not recomputed
+    assert torch.equal(t.clean_real_features(torch.tensor([3])), feats[:1])
+
+
+def test_cgkd_with_an_image_only_teacher_is_refused():
+    with pytest.raises(KdganError, match="inception teacher is image-only"):
+        resolve(None, {"teacher": "inception"})
+    assert resolve(None, {"teacher": "inception", "kd": "agkd"}).teacher == "inception"
+
+
+def test_missing_clip_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(KdganError, match="does not exist; pass an existing file with --teacher-weights"):
+        build_teacher("clip", weights=str(tmp_path / "missing.pt"))
+
+
+def test_prompts():
+    assert resolve_prompts("", ["airplane", "maple_tree"]) == ["a airplane", "a maple tree"]
+    assert len(resolve_prompts("cifar100", [])) == 100 and NAMED["cifar10"][0] == "a airplane"
+    assert resolve_prompts("obama", [])[0] == "a photo of a happy Obama"
+    with pytest.raises(KdganError, match="needs prompts"):
+        resolve_prompts("", [])
