@@ -22,8 +22,9 @@ from kdgan.data import ImageSet
 from kdgan.training.loop import Trainer
 
 
-def bench(device: str, steps: int, repeats: int, precision: str, preset: str) -> str:
-    cfg = resolve(preset, {"device": device, "precision": precision, "data": "synthetic"})
+def time_step(cfg, steps: int, repeats: int) -> tuple[float, str, str]:
+    """Median seconds per G step of `Trainer.train_step` for a config, the device name and the
+    peak-memory line. Random CIFAR-shaped data (1,000 images, 10 classes)."""
     rng = np.random.default_rng(0)
     data = ImageSet(rng.integers(0, 256, (1000, 32, 32, 3), dtype=np.uint8),
                     rng.integers(0, 10, 1000), [str(i) for i in range(10)])
@@ -41,14 +42,20 @@ def bench(device: str, steps: int, repeats: int, precision: str, preset: str) ->
                 trainer.train_step()
             sync()
             times.append((time.perf_counter() - t0) / steps)
-    step_s = statistics.median(times)
-    images = cfg.batch_size * cfg.d_steps  # real images consumed per G step
     if trainer.device.type == "cuda":
+        name = torch.cuda.get_device_name()
         peak = f"peak GPU memory {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB"
     else:
+        name = f"CPU x{torch.get_num_threads()} threads"
         peak = f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB"
-    name = (torch.cuda.get_device_name() if trainer.device.type == "cuda"
-            else f"CPU x{torch.get_num_threads()} threads")
+    return statistics.median(times), name, peak
+
+
+def bench(device: str, steps: int, repeats: int, precision: str, preset: str) -> str:
+    cfg = resolve(preset, {"device": device, "precision": precision, "data": "synthetic",
+                           "eval_every_steps": 0})
+    step_s, name, peak = time_step(cfg, steps, repeats)
+    images = cfg.batch_size * cfg.d_steps  # real images consumed per G step
     return (f"{preset} {precision} on {name}: {step_s * 1000:.0f} ms per G step "
             f"(batch {cfg.batch_size}, {cfg.d_steps} D steps), {images / step_s:.1f} real images/s, "
             f"{peak}; median of {repeats} x {steps} steps")

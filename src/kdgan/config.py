@@ -36,7 +36,7 @@ class TrainConfig:
     lecam_start_steps: int = 1000  # D updates during which the anchors track the batch means
     lecam_rectified: bool = True  # relu form (released code); False = the paper's plain squares
     # --- KD-DLGAN (METHOD.md section 1) ---
-    teacher: str = ""  # "" = no distillation | clip | inception | clip-tiny-random (tests only)
+    teacher: str = ""  # "" = no KD | clip | inception | clip-tiny-random / clip-random (tests, benchmarks)
     teacher_model: str = "ViT-B-32"  # open_clip model name (clip teacher)
     teacher_weights: str = ""  # open_clip pretrained tag or local file; "" = openai / $KDGAN_CLIP_WEIGHTS
     kd: str = "agkd,cgkd"  # distillation terms used when a teacher is set
@@ -215,8 +215,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         (cfg.eval_protocol != "custom" or cfg.eval_num_gen > 0,
          "eval_protocol custom needs eval_num_gen > 0"),
         (cfg.lecam_weight >= 0 and 0 <= cfg.lecam_decay < 1, "lecam_weight >= 0, lecam_decay in [0, 1)"),
-        (cfg.teacher in ("", "clip", "inception", "clip-tiny-random"),
-         f"teacher must be clip, inception or clip-tiny-random, not {cfg.teacher!r}"),
+        (cfg.teacher in ("", "clip", "inception", "clip-tiny-random", "clip-random"),
+         f"teacher must be clip, inception, clip-tiny-random or clip-random, not {cfg.teacher!r}"),
         (set(kd_terms(cfg)) <= {"agkd", "cgkd"}, f"kd terms are agkd and cgkd, not {cfg.kd!r}"),
         (cfg.agkd_distance in ("l2", "l1"), "agkd_distance must be l2 or l1"),
         (0 <= cfg.agkd_p <= 1, "agkd_p must be in [0, 1]"),

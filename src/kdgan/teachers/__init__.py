@@ -7,7 +7,7 @@ import torch
 from kdgan.errors import KdganError
 from kdgan.teachers.base import Teacher
 
-TEACHERS = ("clip", "inception", "clip-tiny-random")
+TEACHERS = ("clip", "inception", "clip-tiny-random", "clip-random")
 
 
 def build_teacher(name: str, model: str = "ViT-B-32", weights: str = "", clip_input: str = "official",
@@ -22,6 +22,10 @@ def build_teacher(name: str, model: str = "ViT-B-32", weights: str = "", clip_in
         from kdgan.teachers.inception import InceptionTeacher
 
         teacher = InceptionTeacher()
+    elif name == "clip-random":
+        from kdgan.teachers.clip import random_clip
+
+        teacher = random_clip(model, clip_input)
     elif name == "clip-tiny-random":
         from kdgan.teachers.clip import tiny_random_clip
 

@@ -111,6 +111,16 @@ def load_clip(model_name: str = "ViT-B-32", weights: str | None = None, clip_inp
     return teacher.to(device)
 
 
+def random_clip(model_name: str = "ViT-B-32", clip_input: str = "official") -> CLIPTeacher:
+    """FOR BENCHMARKS ONLY: the full-size open_clip architecture with random weights (the
+    teacher's cost without its knowledge)."""
+    open_clip = _import_open_clip()
+    torch.manual_seed(1234)
+    model = open_clip.create_model(model_name, pretrained=None, device="cpu")
+    return CLIPTeacher(model, open_clip.get_tokenizer(model_name),
+                       f"clip-random:{model_name} (random weights, benchmarks only)", clip_input)
+
+
 def tiny_random_clip(clip_input: str = "official", image_size: int = 32,
                      device: torch.device | str = "cpu") -> CLIPTeacher:
     """FOR TESTS ONLY: a tiny, randomly initialised CLIP of the real open_clip architecture
