@@ -108,3 +108,18 @@ def test_prompts():
     assert resolve_prompts("obama", [])[0] == "a photo of a happy Obama"
     with pytest.raises(KdganError, match="needs prompts"):
         resolve_prompts("", [])
+
+
+@pytest.mark.parametrize("clip_input", ["official", "normalized"])
+def test_clip_input_conventions_and_half_precision(clip_input):
+    t = build_teacher("clip-tiny-random", clip_input=clip_input)
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    prepared = t.prepare(x)
+    assert prepared.shape == (2, 3, 32, 32)
+    if clip_input == "official":  # nearest neighbour x2, still in [-1, 1], no mean/std
+        assert torch.equal(prepared[:, :, ::2, ::2], x)
+    else:
+        mean = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(1, 3, 1, 1)
+        assert prepared.mean().item() == pytest.approx(((0.5 - mean) / 0.27).mean().item(), abs=0.3)
+    half = build_teacher("clip-tiny-random", clip_input=clip_input, half=True)
+    assert half.dtype == torch.float16 and half.image_features(x).dtype == torch.float32

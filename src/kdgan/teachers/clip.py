@@ -71,7 +71,7 @@ class CLIPTeacher(Teacher):
         return (x - self.mean) / self.std
 
     def image_features(self, images: torch.Tensor) -> torch.Tensor:
-        x = self.prepare(images.to(self.dtype))
+        x = self.prepare(images.float()).to(self.dtype)  # resize and normalise in fp32
         if x.is_cuda:
             x = x.contiguous(memory_format=torch.channels_last)
         return self.model.encode_image(x, normalize=False).float()
