@@ -1,0 +1,28 @@
+"""CUDA paths: run with `pytest -m gpu` on a machine with a GPU (skipped elsewhere)."""
+
+import pytest
+import torch
+
+from kdgan.config import resolve
+from kdgan.training.loop import Trainer
+from tests.unit.test_checkpoint import tiny_data
+
+pytestmark = [pytest.mark.gpu,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
+@pytest.mark.parametrize("teacher,kd,clip_on", [("", "", "augmented"),
+                                                 ("clip-tiny-random", "agkd,cgkd", "augmented"),
+                                                 ("clip-tiny-random", "agkd,cgkd", "clean"),
+                                                 ("inception", "agkd", "augmented")])
+def test_training_steps_on_cuda(tmp_path, precision, teacher, kd, clip_on):
+    fields = {"data": "in-memory", "device": "cuda", "precision": precision, "teacher": teacher,
+              "kd": kd or "agkd,cgkd", "clip_on": clip_on, "lecam_weight": 0.3, "steps": 2}
+    t = Trainer(resolve("tiny", fields), tmp_path, dataset=tiny_data())
+    assert t.images.is_cuda  # small data sets live on the GPU
+    if t.teacher is not None:
+        assert t.teacher.dtype == torch.float16  # the teacher runs in half precision on a GPU
+    summary = t.run()
+    assert summary["step"] == 2
+    assert all(torch.isfinite(p).all() for p in t.G.parameters())
