@@ -27,6 +27,7 @@ def main() -> None:
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
                    help="autocast of G and D (the teacher is fp16 on GPU regardless)")
     p.add_argument("--clip-on", default="augmented", choices=["augmented", "clean"])
+    p.add_argument("--compile", action="store_true", help="torch.compile the teacher's image tower")
     args = p.parse_args()
     for dev in (["cpu", "cuda"] if args.device == "all" else [args.device]):
         if dev.startswith("cuda") and not torch.cuda.is_available():
@@ -37,10 +38,11 @@ def main() -> None:
         print(f"{name}: DA {da:.3f} s per G step (batch 50, 4 D steps)", flush=True)
         for teacher in ("clip-tiny-random", "clip-random"):
             cfg = resolve(PRESET, {**base, "teacher": teacher, "kd": "agkd,cgkd", "prompts": "cifar10",
-                                   "clip_on": args.clip_on})
+                                   "clip_on": args.clip_on, "teacher_compile": args.compile})
             kd, _, _ = time_step(cfg, args.steps, args.repeats)
             label = "tiny CLIP" if teacher == "clip-tiny-random" else "ViT-B/32 (random weights)"
-            print(f"{name}: DA + KD-DLGAN, {label}, clip_on {args.clip_on}: {kd:.3f} s per G step, "
+            extra = ", compiled" if args.compile else ""
+            print(f"{name}: DA + KD-DLGAN, {label}, clip_on {args.clip_on}{extra}: {kd:.3f} s per G step, "
                   f"ratio {kd / da:.2f}x; median of {args.repeats} x {args.steps}", flush=True)
 
 

@@ -52,6 +52,7 @@ class TrainConfig:
     pd_mode: str = "off"  # off (released code) | generator (pairwise diversity in G's loss)
     pd_weight: float = 1.0  # w_pd when pd_mode = generator
     prompts: str = ""  # named list, prompt file, or "" = "a {class}" for the data's classes
+    teacher_compile: bool = False  # torch.compile the CLIP image tower (first steps pay the compile)
     # --- optimisation ---
     batch_size: int = 50  # images per D step and per G step, summed over all processes
     d_steps: int = 4  # D steps per G step
@@ -82,7 +83,8 @@ class TrainConfig:
 # Fields that may differ when a run is resumed: they do not change what is computed per step.
 RESUMABLE_FIELDS = frozenset(
     {"steps", "device", "log_every_steps", "sample_every_steps", "ckpt_every_steps", "keep_ckpts",
-     "eval_every_steps", "eval_protocol", "eval_num_gen", "eval_metric", "eval_ref", "inception"}
+     "eval_every_steps", "eval_protocol", "eval_num_gen", "eval_metric", "eval_ref", "inception",
+     "teacher_compile"}
 )
 
 

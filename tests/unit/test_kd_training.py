@@ -123,3 +123,12 @@ def test_clip_input_conventions_and_half_precision(clip_input):
         assert prepared.mean().item() == pytest.approx(((0.5 - mean) / 0.27).mean().item(), abs=0.3)
     half = build_teacher("clip-tiny-random", clip_input=clip_input, half=True)
     assert half.dtype == torch.float16 and half.image_features(x).dtype == torch.float32
+
+
+@pytest.mark.slow
+def test_compiled_teacher_matches_eager():
+    eager = build_teacher("clip-tiny-random")
+    compiled = build_teacher("clip-tiny-random", use_compile=True)
+    x = torch.rand(4, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        assert torch.allclose(compiled.image_features(x), eager.image_features(x), atol=1e-4)

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import logging
+
 import torch
 
 from kdgan.errors import KdganError
 from kdgan.teachers.base import Teacher
 
+log = logging.getLogger(__name__)
 TEACHERS = ("clip", "inception", "clip-tiny-random", "clip-random")
 
 
 def build_teacher(name: str, model: str = "ViT-B-32", weights: str = "", clip_input: str = "official",
-                  device: torch.device | str = "cpu", half: bool | None = None) -> Teacher:
-    """A frozen teacher on `device`; in half precision on a GPU unless `half` is False."""
+                  device: torch.device | str = "cpu", half: bool | None = None,
+                  use_compile: bool = False) -> Teacher:
+    """A frozen teacher on `device`; in half precision on a GPU unless `half` is False.
+    `use_compile` wraps a CLIP image tower in torch.compile (the TorchScript Inception is left as is)."""
     device = torch.device(device)
     if name == "clip":
         from kdgan.teachers.clip import load_clip
@@ -37,7 +42,13 @@ def build_teacher(name: str, model: str = "ViT-B-32", weights: str = "", clip_in
     teacher = teacher.to(device)
     if half:
         teacher = teacher.half()
-    return teacher.freeze()
+    teacher = teacher.freeze()
+    if use_compile:
+        if hasattr(teacher, "model"):
+            teacher.model.visual = torch.compile(teacher.model.visual, dynamic=False)
+        else:
+            log.warning("teacher_compile: the %s teacher is TorchScript; not compiled", teacher.name)
+    return teacher
 
 
 __all__ = ["TEACHERS", "Teacher", "build_teacher"]

@@ -84,7 +84,7 @@ class Trainer:
         self.teacher = None  # frozen; never in an optimiser or a checkpoint
         if config_lib.kd_terms(cfg):
             self.teacher = build_teacher(cfg.teacher, cfg.teacher_model, cfg.teacher_weights,
-                                         cfg.clip_input, self.device)
+                                         cfg.clip_input, self.device, use_compile=cfg.teacher_compile)
         seed_all(cfg.seed)  # identical initialisation on every rank
         self.G = build_generator({"arch": cfg.arch, "z_dim": cfg.z_dim, "c_dim": self.c_dim,
                                   "img_resolution": cfg.resolution, "ch": cfg.g_ch}).to(self.device)
