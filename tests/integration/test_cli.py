@@ -201,3 +201,41 @@ def test_kd_dlgan_train_resume_and_evaluate(tmp_path, image_folder):
                 "custom", "--num-gen", "8", "--metrics", "fid,kid", "--inception", "tf-torchscript",
                 "--out", tmp_path / "kd.json", env=env)
     assert "| fid |" in out.stdout and "| kid x 1e3 |" in out.stdout
+
+
+def test_sigterm_saves_a_checkpoint_and_the_run_resumes(tmp_path, image_folder):
+    train = ["train", "--data", image_folder, "--preset", "tiny", "--steps", "200", "--device", "cpu",
+             "--set", "ckpt_every_steps=1000", "--set", "sample_every_steps=1000",
+             "--outdir", tmp_path / "run"]
+    proc = subprocess.Popen([*KDGAN, *map(str, train)], env=ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    log = tmp_path / "run" / "log.jsonl"
+    deadline = time.time() + 300
+    while not (log.exists() and log.read_text().count("\n") >= 3):  # a few steps done
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)  # what a cluster scheduler sends before pre-emption
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err
+    assert "received SIGTERM" in err and "re-run the same command to resume" in out
+    saved = sorted((tmp_path / "run" / "checkpoints").glob("ckpt-*.pt"))
+    assert len(saved) == 1 and 3 <= load_checkpoint(saved[0])["step"] < 200
+    assert not (tmp_path / "run" / "export").exists()  # an interrupted run is not exported
+    resumed = kdgan(*train)  # the same command again
+    assert "resumed from step" in resumed.stdout and "done: step 200 of 200" in resumed.stdout
+
+
+def test_ddp_resume_is_exact(tmp_path, image_folder):
+    def torchrun(steps: int, outdir: Path) -> None:
+        proc = subprocess.run(
+            [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+             "-m", "kdgan.cli", "train", "--data", str(image_folder), "--preset", "tiny",
+             "--steps", str(steps), "--device", "cpu", "--outdir", str(outdir)],
+            capture_output=True, text=True, env=ENV, timeout=600)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+
+    torchrun(4, tmp_path / "a")
+    torchrun(2, tmp_path / "b")
+    torchrun(4, tmp_path / "b")
+    final = "checkpoints/ckpt-000000004.pt"
+    assert same_weights(tmp_path / "a" / final, tmp_path / "b" / final)
