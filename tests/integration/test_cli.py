@@ -41,8 +41,8 @@ def test_prepare_train_kill9_resume_generate(tmp_path, image_folder):
     info = kdgan("data", "info", ds).stdout
     assert "num_images      20" in info and "cat: 12, dog: 8" in info
 
-    train = ["train", "--data", ds, "--preset", "tiny", "--steps", "24", "--device", "cpu",
-             "--set", "ckpt_every_steps=2", "--set", "sample_every_steps=12"]
+    train = ["train", "--data", ds, "--preset", "tiny", "--steps", "40", "--device", "cpu",
+             "--set", "ckpt_every_steps=2", "--set", "sample_every_steps=20"]
     kdgan(*train, "--outdir", tmp_path / "a")  # uninterrupted reference
 
     run_b = tmp_path / "b"
@@ -58,11 +58,11 @@ def test_prepare_train_kill9_resume_generate(tmp_path, image_folder):
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
     resumed = kdgan(*train, "--outdir", run_b)
-    assert "resuming" in resumed.stderr and "done: step 24 of 24" in resumed.stdout
-    final = "checkpoints/ckpt-000000024.pt"
+    assert "resuming" in resumed.stderr and "done: step 40 of 40" in resumed.stdout
+    final = "checkpoints/ckpt-000000040.pt"
     assert same_weights(tmp_path / "a" / final, run_b / final)  # bit-identical to uninterrupted
-    assert (run_b / "samples" / "fakes-000000024.png").exists()
-    assert (run_b / "log.jsonl").read_text().count('"step": 24') >= 1
+    assert (run_b / "samples" / "fakes-000000040.png").exists()
+    assert (run_b / "log.jsonl").read_text().count('"step": 40') >= 1
 
     gen = kdgan("generate", "--ckpt", run_b / "export", "--num", "10", "--outdir",
                 tmp_path / "gen", "--npz", "--device", "cpu")
