@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from tqdm import tqdm
 
 from kdgan.data import to_uint8
 from kdgan.errors import KdganError
-from kdgan.nets import load_generator
+from kdgan.nets import load_generator, save_generator
 from kdgan.utils.dist import resolve_device
 
 
@@ -54,18 +53,9 @@ def generate_images(ckpt: str | os.PathLike, num: int, outdir: str | os.PathLike
 
 def export_checkpoint(ckpt: str | os.PathLike, out: str | os.PathLike) -> Path:
     """Write G_ema of a training checkpoint as safetensors + config.json; returns the file."""
-    from safetensors.torch import save_file
-
     from kdgan.training.checkpoint import load_checkpoint
 
     state = load_checkpoint(ckpt)
     G_ema = state["nets"]["G_ema"]
-    folder = Path(out)
-    folder.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.contiguous() for k, v in G_ema["state"].items()}
-    save_file(tensors, str(folder / "G_ema.safetensors"),
-              metadata={"kdgan_net_config": json.dumps(G_ema["config"]), "step": str(state["step"])})
-    (folder / "config.json").write_text(json.dumps(
-        {"generator": G_ema["config"], "training": state["config"],
-         "class_names": state["dataset"]["class_names"], "step": state["step"]}, indent=2))
-    return folder / "G_ema.safetensors"
+    return save_generator(out, G_ema["state"], G_ema["config"], state["config"],
+                          state["dataset"]["class_names"], state["step"])

@@ -35,6 +35,25 @@ def build_discriminator(config: dict[str, Any]) -> nn.Module:
     return _build(DISCRIMINATORS, config)
 
 
+def save_generator(folder: str | os.PathLike, state: dict[str, torch.Tensor], net_config: dict[str, Any],
+                   training: dict[str, Any], class_names: list[str], step: int) -> Path:
+    """Write G_ema.safetensors (config in its metadata, written atomically) + config.json into
+    `folder`, the layout `load_generator` reads; returns the safetensors path."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    meta = {"kdgan_net_config": json.dumps(net_config), "step": str(step)}
+    tmp = folder / ".G_ema.safetensors.tmp"
+    save_file(tensors, str(tmp), metadata=meta)
+    tmp.replace(folder / "G_ema.safetensors")
+    (folder / "config.json").write_text(json.dumps(
+        {"generator": net_config, "training": training, "class_names": class_names, "step": step},
+        indent=2))
+    return folder / "G_ema.safetensors"
+
+
 def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
     """The EMA generator of a checkpoint (.pt), an export (.safetensors), or an export folder.
 

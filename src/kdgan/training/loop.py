@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import logging
 import os
 import signal
@@ -23,7 +22,7 @@ from kdgan.config import RESUMABLE_FIELDS, TrainConfig
 from kdgan.data import ImageSet, load_images, select_subset, to_model_range, to_uint8
 from kdgan.errors import KdganError, TrainingDiverged
 from kdgan.losses.regularizers import LeCam
-from kdgan.nets import build_discriminator, build_generator
+from kdgan.nets import build_discriminator, build_generator, save_generator
 from kdgan.teachers import build_teacher
 from kdgan.teachers.prompts import resolve_prompts
 from kdgan.training.checkpoint import FORMAT, CheckpointManager
@@ -290,18 +289,8 @@ class Trainer:
 
     def export(self, folder: Path) -> Path:
         """G_ema as safetensors (config in the metadata) + config.json, for `load_generator`."""
-        from safetensors.torch import save_file
-
-        folder.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().cpu().contiguous() for k, v in self.G_ema.state_dict().items()}
-        meta = {"kdgan_net_config": json.dumps(self.G_ema.config), "step": str(self.step)}
-        tmp = folder / ".G_ema.safetensors.tmp"
-        save_file(state, str(tmp), metadata=meta)
-        tmp.replace(folder / "G_ema.safetensors")
-        (folder / "config.json").write_text(json.dumps(
-            {"generator": self.G_ema.config, "training": config_lib.to_dict(self.cfg),
-             "class_names": self.dataset.class_names, "step": self.step}, indent=2))
-        return folder / "G_ema.safetensors"
+        return save_generator(folder, self.G_ema.state_dict(), self.G_ema.config,
+                              config_lib.to_dict(self.cfg), self.dataset.class_names, self.step)
 
     def evaluate(self) -> dict[str, Any]:
         """Score G_ema with the configured protocol (one repeat, a fixed seed, a private RNG)."""
