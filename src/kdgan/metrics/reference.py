@@ -53,18 +53,30 @@ class FeatureSet:
         return self._stats
 
 
-def extract_features(images: np.ndarray, extractor: InceptionFeatures, batch_size: int = 100,
+def feature_batch_size(device: torch.device | str) -> int:
+    """Default images per Inception forward: 16 on CPU, 200 on a GPU.
+
+    On the 2-core CPU VM, batches of 8-16 run at 9.7-9.8 images/s and batches of 100 at
+    6.7 (the 299x299 activations of a large batch fall out of cache). Features do not
+    depend on the batch size (tested).
+    """
+    return 200 if torch.device(device).type == "cuda" else 16
+
+
+def extract_features(images: np.ndarray, extractor: InceptionFeatures, batch_size: int | None = None,
                      desc: str = "features") -> FeatureSet:
-    """Features of uint8 images (N, H, W, 3), in batches, with a progress bar."""
+    """Features of uint8 images (N, H, W, 3), in batches, with a progress bar in images."""
+    batch_size = batch_size or feature_batch_size(extractor.device)
     pool3, logits = [], []
-    bar = tqdm(range(0, len(images), batch_size), desc=desc, unit="batch", leave=False,
-               disable=len(images) <= batch_size)
-    for start in bar:
+    bar = tqdm(total=len(images), desc=desc, unit="img", leave=False, disable=len(images) <= batch_size)
+    for start in range(0, len(images), batch_size):
         x = torch.from_numpy(np.ascontiguousarray(images[start:start + batch_size])).permute(0, 3, 1, 2)
         out = extractor(x)
         pool3.append(out["pool3"])
         if "logits" in out:
             logits.append(out["logits"])
+        bar.update(len(x))
+    bar.close()
     return FeatureSet(torch.cat(pool3), torch.cat(logits) if logits else None)
 
 
@@ -99,7 +111,7 @@ def _load_reference(source: str, split: str) -> ImageSet:
 
 
 def reference_features(source: str, split: str, extractor: InceptionFeatures,
-                       batch_size: int = 100, use_cache: bool = True,
+                       batch_size: int | None = None, use_cache: bool = True,
                        dataset: ImageSet | None = None) -> FeatureSet:
     """Features of a reference set at its native resolution, cached on disk.
 
