@@ -1,4 +1,4 @@
-"""The `kdgan` command: train | generate | export | presets | data prepare | data info."""
+"""The `kdgan` command: train | compress | generate | evaluate | export | presets | data prepare | info."""
 
 from __future__ import annotations
 
@@ -72,15 +72,26 @@ def train(data, outdir, preset, steps, batch_size, device, seed, precision, reso
                  "seed": seed, "precision": precision, "resolution": resolution, "split": split,
                  "data_fraction": data_fraction, "teacher": teacher, "teacher_model": teacher_model,
                  "teacher_weights": teacher_weights, "kd": kd, "prompts": prompts}
-    for item in sets:
-        if "=" not in item:
-            raise KdganError(f"--set expects FIELD=VALUE, got {item!r}")
-        key, value = item.split("=", 1)
-        overrides[key.strip().replace("-", "_")] = value
+    overrides.update(_parse_sets(sets))
     cfg = config_lib.resolve(preset, overrides)
     if dry_run:
         click.echo(config_lib.dumps(cfg))
         return
+    _run_training(cfg, outdir)
+
+
+def _parse_sets(sets: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for item in sets:
+        if "=" not in item:
+            raise KdganError(f"--set expects FIELD=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        out[key.strip().replace("-", "_")] = value
+    return out
+
+
+def _run_training(cfg, outdir: str) -> dict | None:
+    """Train (or resume) a run and print where everything is; None on non-main ranks."""
     from kdgan.training.loop import Trainer
     from kdgan.utils.dist import shutdown_distributed
 
@@ -90,7 +101,7 @@ def train(data, outdir, preset, steps, batch_size, device, seed, precision, reso
     finally:
         shutdown_distributed()
     if not trainer.info.is_main:
-        return
+        return None
     if summary["stopped_early"]:
         click.echo(f"stopped at step {summary['step']}; checkpoint saved: {summary['checkpoint']}\n"
                    "re-run the same command to resume.")
@@ -108,6 +119,60 @@ def train(data, outdir, preset, steps, batch_size, device, seed, precision, reso
         f"more images:  kdgan generate --ckpt {Path(outdir) / 'export'} --num 64 --outdir "
         f"{Path(outdir) / 'generated'}"
     )
+    return summary
+
+
+# --------------------------------------------------------------------------- compress
+@cli.command()
+@click.option("--teacher", type=click.Path(), help="The trained teacher generator: a kdgan checkpoint "
+              "(.pt), export folder or G_ema.safetensors. Frozen; never copied into the student's run.")
+@click.option("--student", default="dcgan", show_default=True,
+              type=click.Choice(["dcgan", "mlp", "biggan", "same"]),
+              help="dcgan / mlp: the AKDG paper's students; same (or the teacher's family): the teacher's "
+              "architecture narrowed by --width.")
+@click.option("--width", default=1.0, show_default=True, type=float,
+              help="Width ratio: dcgan / mlp relative to the paper's 512 base channels, same relative "
+              "to the teacher's channels.")
+@click.option("--method", default="akdg", show_default=True,
+              type=click.Choice(["akdg", "mse", "mse+adv", "vanilla"]),
+              help="akdg: data D + distillation D_KD; mse: pixel MSE to the teacher (same z); "
+              "mse+adv: alpha MSE + (1 - alpha) data D; vanilla: data D only.")
+@click.option("--data", help="Training data of D_S and reference of the report's FID (the teacher's data).")
+@click.option("--outdir", type=click.Path(file_okay=False), help="Run folder (re-run to resume).")
+@click.option("--steps", type=int, help="Training length in student steps.")
+@click.option("--batch-size", type=int, help="Images per step.")
+@click.option("--device", help="auto | cpu | cuda | cuda:N.")
+@click.option("--seed", type=int, help="Seed of initialisation and sampling.")
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), help="Autocast precision.")
+@click.option("--set", "sets", multiple=True, metavar="FIELD=VALUE", help="Override any config field.")
+@click.option("--dry-run", is_flag=True, help="Print the resolved config and exit.")
+@click.option("--report", "report_run", type=click.Path(file_okay=False),
+              help="Only (re)write the teacher-vs-student report of this finished run.")
+@click.option("--report-repeat", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Quality evaluations per network in the report (mean +- std).")
+def compress(teacher, student, width, method, data, outdir, steps, batch_size, device, seed, precision,
+             sets, dry_run, report_run, report_repeat) -> None:
+    """Distil a trained generator into a smaller student (AKDG and baselines), then report."""
+    from kdgan import config as config_lib
+    from kdgan.compress import compress_fields, write_report
+
+    if report_run:
+        click.echo(f"wrote {write_report(report_run, repeat=report_repeat)}")
+        return
+    missing = [f for f, v in (("--teacher", teacher), ("--data", data), ("--outdir", outdir)) if not v]
+    if missing:
+        raise KdganError(f"kdgan compress needs {', '.join(missing)} (or --report RUN for a finished run)")
+    fields = compress_fields(teacher, student, width, method)
+    fields.update({k: v for k, v in {"data": data, "steps": steps, "batch_size": batch_size, "device": device,
+                                     "seed": seed, "precision": precision}.items() if v is not None})
+    fields.update(_parse_sets(sets))
+    cfg = config_lib.resolve(None, fields)
+    if dry_run:
+        click.echo(config_lib.dumps(cfg))
+        return
+    summary = _run_training(cfg, outdir)
+    if summary is not None:
+        click.echo(f"report:       {write_report(outdir, repeat=report_repeat)}")
 
 
 # --------------------------------------------------------------------------- generate

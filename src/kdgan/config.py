@@ -24,10 +24,10 @@ class TrainConfig:
     conditional: bool = True  # class-conditional G and D when the data has labels
     xflip: bool = True  # random horizontal mirror of real images (dataset x2)
     # --- networks ---
-    arch: str = "biggan"  # network family of G and D
+    arch: str = "biggan"  # G family: biggan | dcgan | mlp (the AKDG students)
     z_dim: int = 128  # latent size
-    g_ch: int = 64  # G channel multiplier (BigGAN: blocks of 4 x g_ch channels at 32 px)
-    d_ch: int = 64  # D channel multiplier
+    g_ch: int = 64  # G width: BigGAN channel multiplier (4 x g_ch at 32 px); dcgan base / mlp hidden units
+    d_ch: int = 64  # D channel multiplier (BigGAN projection D, also D_KD when compressing)
     # --- objective ---
     loss: str = "hinge"  # adversarial loss: hinge | ns (non-saturating)
     diffaugment: str = "translation,cutout"  # DiffAugment policy, comma separated; "" for none
@@ -53,6 +53,12 @@ class TrainConfig:
     pd_weight: float = 1.0  # w_pd when pd_mode = generator
     prompts: str = ""  # named list, prompt file, or "" = "a {class}" for the data's classes
     teacher_compile: bool = False  # torch.compile the CLIP image tower (first steps pay the compile)
+    r1_gamma: float = 0.0  # R1 weight: gamma / 2 * E||grad_x D(x)||^2 on reals; 0 = off (AKDG: 10)
+    # --- AKDG compression (METHOD.md section 3; `kdgan compress` sets these) ---
+    compress_teacher: str = ""  # frozen teacher G (checkpoint, export folder, .safetensors); "" = off
+    compress_method: str = "akdg"  # akdg | mse | mse+adv | vanilla (data only)
+    akdg_weight: float = 1.0  # lambda: weight of the D_KD term in the student's loss
+    mse_alpha: float = 0.5  # mse+adv: alpha * MSE + (1 - alpha) * adversarial (data D)
     # --- optimisation ---
     batch_size: int = 50  # images per D step and per G step, summed over all processes
     d_steps: int = 4  # D steps per G step
@@ -84,7 +90,7 @@ class TrainConfig:
 RESUMABLE_FIELDS = frozenset(
     {"steps", "device", "log_every_steps", "sample_every_steps", "ckpt_every_steps", "keep_ckpts",
      "eval_every_steps", "eval_protocol", "eval_num_gen", "eval_metric", "eval_ref", "inception",
-     "teacher_compile"}
+     "teacher_compile", "compress_teacher"}
 )
 
 
@@ -158,6 +164,17 @@ PRESETS: dict[str, Preset] = {
 }
 
 
+COMPRESS_METHODS = ("akdg", "mse", "mse+adv", "vanilla")
+
+# Defaults of `kdgan compress` (AKDG, METHOD.md section 3: non-saturating loss + R1 gamma 10 for
+# both discriminators, lambda = 1); the teacher fixes z_dim, classes and resolution.
+COMPRESS_DEFAULTS: dict[str, Any] = {
+    "loss": "ns", "r1_gamma": 10.0, "diffaugment": "", "d_steps": 1, "batch_size": 64,
+    "g_lr": 2e-4, "d_lr": 2e-4, "betas": (0.0, 0.99), "ema_decay": 0.999, "ema_start_steps": 1000,
+    "steps": 50_000, "sample_every_steps": 1000, "ckpt_every_steps": 2000,
+}
+
+
 def kd_terms(cfg: TrainConfig) -> list[str]:
     """The distillation terms in use: [] without a teacher, else the names listed in `kd`."""
     return [t.strip() for t in cfg.kd.split(",") if t.strip()] if cfg.teacher else []
@@ -207,7 +224,15 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         (cfg.resolution in (32, 64), "resolution must be 32 or 64 for the BigGAN networks"),
         (cfg.loss in ("hinge", "ns"), f"loss must be hinge or ns, not {cfg.loss!r}"),
         (cfg.precision in ("fp32", "bf16", "fp16"), "precision must be fp32, bf16 or fp16"),
-        (cfg.arch == "biggan", f"arch {cfg.arch!r} is not available; use biggan"),
+        (cfg.arch in ("biggan", "dcgan", "mlp"),
+         f"arch {cfg.arch!r} is not available; use biggan, dcgan or mlp"),
+        (cfg.g_ch >= 1 and cfg.d_ch >= 1, "g_ch and d_ch must be at least 1"),
+        (cfg.r1_gamma >= 0, "r1_gamma must be >= 0 (0 turns R1 off)"),
+        (cfg.compress_method in COMPRESS_METHODS,
+         f"compress_method must be one of {', '.join(COMPRESS_METHODS)}, not {cfg.compress_method!r}"),
+        (cfg.akdg_weight >= 0 and 0 <= cfg.mse_alpha <= 1, "akdg_weight >= 0 and mse_alpha in [0, 1]"),
+        (not (cfg.compress_teacher and cfg.teacher),
+         "KD-DLGAN (teacher) and generator compression (compress_teacher) cannot be combined in one run"),
         (0 <= cfg.ema_decay < 1, "ema_decay must be in [0, 1)"),
         (min(cfg.log_every_steps, cfg.sample_every_steps, cfg.ckpt_every_steps) >= 1,
          "log/sample/ckpt intervals must be at least 1 step"),

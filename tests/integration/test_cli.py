@@ -239,3 +239,47 @@ def test_ddp_resume_is_exact(tmp_path, image_folder):
     torchrun(4, tmp_path / "b")
     final = "checkpoints/ckpt-000000004.pt"
     assert same_weights(tmp_path / "a" / final, tmp_path / "b" / final)
+
+
+def test_compress_train_resume_and_report(tmp_path, image_folder):
+    env = {"KDGAN_CACHE_DIR": str(tmp_path / "cache"), "KDGAN_OFFLINE": "1"}
+    kdgan("train", "--data", image_folder, "--preset", "tiny", "--steps", "2", "--device", "cpu",
+          "--outdir", tmp_path / "teacher")
+    teacher = tmp_path / "teacher" / "checkpoints" / "ckpt-000000002.pt"
+    common = ["compress", "--teacher", teacher, "--student", "dcgan", "--width", "0.05", "--method", "akdg",
+              "--data", image_folder, "--outdir", tmp_path / "s", "--batch-size", "8", "--device", "cpu",
+              "--set", "ckpt_every_steps=2", "--set", "log_every_steps=1", "--set", "eval_protocol=custom",
+              "--set", "eval_num_gen=12", "--set", "inception=tf-torchscript"]
+    kdgan(*common, "--steps", "2", env=env)
+    out = kdgan(*common, "--steps", "4", env=env)
+    assert "resumed from step 2" in out.stdout and "report:" in out.stdout
+    ckpt = load_checkpoint(tmp_path / "s" / "checkpoints" / "ckpt-000000004.pt")
+    assert ckpt["nets"]["G"]["config"]["arch"] == "dcgan" and ckpt["nets"]["G"]["config"]["c_dim"] == 2
+    assert set(ckpt["nets"]["D"]["config"]) == {"arch", "data", "kd"}
+    assert set(ckpt["nets"]) == {"G", "D", "G_ema"}
+    assert ckpt["compress"]["teacher"] == str(teacher) and len(ckpt["compress"]["teacher_sha256"]) == 64
+    logged = [json.loads(ln) for ln in (tmp_path / "s" / "log.jsonl").read_text().splitlines()]
+    expected = {"d_kd/ns_real", "d_kd/r1", "d_data/ns_fake", "g/ns_kd"}
+    assert all(expected <= set(r) for r in logged if "g/ns_kd" in r)
+
+    (tmp_path / "s" / "report.md").unlink()
+    kdgan("compress", "--report", tmp_path / "s", env=env)
+    report = (tmp_path / "s" / "report.md").read_text()
+    for row in ("| parameters |", "| multiply-adds / image |", "| latency, batch 1, CPU",
+                "| throughput, batch 256", "| FID |", "| KID x 1e3 |", "| IS | unavailable"):
+        assert row in report, row
+    assert (tmp_path / "s" / "samples" / "teacher-vs-student.png").exists()
+    data = json.loads((tmp_path / "s" / "report.json").read_text())
+    assert data["rows"]["student"]["parameters"] < data["rows"]["teacher"]["parameters"]
+    seeds = {k: data["quality"][k]["generated"]["seeds"] for k in ("teacher", "student")}
+    assert seeds["teacher"] == seeds["student"]
+
+    kdgan("generate", "--ckpt", tmp_path / "s" / "export", "--num", "4", "--outdir", tmp_path / "gen",
+          "--device", "cpu")
+    unlabeled = tmp_path / "flat"
+    unlabeled.mkdir()
+    for p in list(image_folder.rglob("*.png"))[:10]:
+        (unlabeled / p.name).write_bytes(p.read_bytes())
+    bad = kdgan("compress", "--teacher", teacher, "--data", unlabeled, "--outdir", tmp_path / "b",
+                "--device", "cpu", "--batch-size", "4", check=False)
+    assert bad.returncode == 2 and "conditional on 2 classes but the data has no labels" in bad.stderr

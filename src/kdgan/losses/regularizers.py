@@ -35,3 +35,13 @@ class LeCam(nn.Module):
         act = F.relu if self.rectified else (lambda t: t)
         return (act(real_logits.float() - self.anchor_fake).pow(2).mean()
                 + act(self.anchor_real - fake_logits.float()).pow(2).mean())
+
+
+def r1_penalty(real_logits: torch.Tensor, real_images: torch.Tensor) -> torch.Tensor:
+    """R1 (Mescheder et al. 2018): mean over the batch of ||d D(x) / d x||^2, x the real images.
+
+    `real_images` must require grad and `real_logits` (B,) must depend on it; the graph is kept
+    (create_graph) so the penalty trains D. Multiply by gamma / 2 for the usual R1 term.
+    """
+    (grad,) = torch.autograd.grad(real_logits.float().sum(), real_images, create_graph=True)
+    return grad.float().square().flatten(1).sum(1).mean()

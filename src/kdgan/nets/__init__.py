@@ -12,8 +12,10 @@ from torch import nn
 
 from kdgan.errors import KdganError
 from kdgan.nets.biggan import BigGANDiscriminator, BigGANGenerator
+from kdgan.nets.dcgan import DCGANGenerator, MLPGenerator
 
-GENERATORS: dict[str, type[nn.Module]] = {"biggan": BigGANGenerator}
+GENERATORS: dict[str, type[nn.Module]] = {"biggan": BigGANGenerator, "dcgan": DCGANGenerator,
+                                          "mlp": MLPGenerator}
 DISCRIMINATORS: dict[str, type[nn.Module]] = {"biggan": BigGANDiscriminator}
 
 

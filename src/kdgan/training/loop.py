@@ -28,7 +28,7 @@ from kdgan.teachers.prompts import resolve_prompts
 from kdgan.training.checkpoint import FORMAT, CheckpointManager
 from kdgan.training.ema import ema_decay_at, update_ema
 from kdgan.training.monitor import RunMonitor, save_image_grid
-from kdgan.training.objectives import GANObjective, KDSettings
+from kdgan.training.objectives import Discriminators, DistillObjective, GANObjective, KDSettings
 from kdgan.utils.dist import (
     average_gradients,
     broadcast_module,
@@ -80,6 +80,15 @@ class Trainer:
         use_labels = cfg.conditional and self.dataset.labels is not None
         self.c_dim = self.dataset.num_classes if use_labels else 0
 
+        self.G_teacher, self.G_teacher_sha256 = None, ""  # compression: frozen, never saved
+        if cfg.compress_teacher:
+            from kdgan.compress import check_teacher_fits, load_teacher_generator
+
+            self.G_teacher, self.G_teacher_sha256 = load_teacher_generator(cfg.compress_teacher, self.device)
+            check_teacher_fits(self.G_teacher, cfg, self.dataset)
+            self.c_dim = self.G_teacher.c_dim
+            use_labels = self.c_dim > 0
+
         self.teacher = None  # frozen; never in an optimiser or a checkpoint
         if config_lib.kd_terms(cfg):
             self.teacher = build_teacher(cfg.teacher, cfg.teacher_model, cfg.teacher_weights,
@@ -87,20 +96,31 @@ class Trainer:
         seed_all(cfg.seed)  # identical initialisation on every rank
         self.G = build_generator({"arch": cfg.arch, "z_dim": cfg.z_dim, "c_dim": self.c_dim,
                                   "img_resolution": cfg.resolution, "ch": cfg.g_ch}).to(self.device)
-        self.D = build_discriminator({"arch": cfg.arch, "c_dim": self.c_dim, "img_resolution": cfg.resolution,
-                                      "ch": cfg.d_ch, "kd_dim": self.teacher.dim if self.teacher else 0}
-                                     ).to(self.device)
+        d_config = {"arch": "biggan", "c_dim": self.c_dim, "img_resolution": cfg.resolution, "ch": cfg.d_ch,
+                    "kd_dim": self.teacher.dim if self.teacher else 0}
+        if self.G_teacher is None:
+            self.D = build_discriminator(d_config).to(self.device)
+        else:  # D_S and/or D_KD, both with the data discriminator's architecture
+            roles = DistillObjective.MEMBERS[cfg.compress_method]
+            self.D = Discriminators({r: build_discriminator(d_config) for r in roles}).to(self.device)
         broadcast_module(self.G, self.info)
         broadcast_module(self.D, self.info)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
         self.opt_G = torch.optim.Adam(self.G.parameters(), lr=cfg.g_lr, betas=cfg.betas, eps=cfg.adam_eps)
-        self.opt_D = torch.optim.Adam(self.D.parameters(), lr=cfg.d_lr, betas=cfg.betas, eps=cfg.adam_eps)
+        self.opt_D = None  # MSE distillation trains no discriminator
+        if any(True for _ in self.D.parameters()):
+            self.opt_D = torch.optim.Adam(self.D.parameters(), lr=cfg.d_lr, betas=cfg.betas, eps=cfg.adam_eps)
         self.augment = DiffAugment(cfg.diffaugment)
-        lecam = None
-        if cfg.lecam_weight > 0:
-            lecam = LeCam(cfg.lecam_decay, cfg.lecam_start_steps, cfg.lecam_rectified).to(self.device)
-        self.objective = GANObjective(cfg.loss, self.augment, cfg.z_dim, self.c_dim, lecam,
-                                      cfg.lecam_weight, self._kd_settings())
+        if self.G_teacher is not None:
+            self.objective = DistillObjective(cfg.compress_method, self.G_teacher, cfg.loss, self.augment,
+                                              cfg.z_dim, self.c_dim, cfg.akdg_weight, cfg.mse_alpha,
+                                              cfg.r1_gamma)
+        else:
+            lecam = None
+            if cfg.lecam_weight > 0:
+                lecam = LeCam(cfg.lecam_decay, cfg.lecam_start_steps, cfg.lecam_rectified).to(self.device)
+            self.objective = GANObjective(cfg.loss, self.augment, cfg.z_dim, self.c_dim, lecam,
+                                          cfg.lecam_weight, self._kd_settings(), cfg.r1_gamma)
         self.autocast_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.precision]
         self.scalers = {k: torch.amp.GradScaler(self.device.type, enabled=cfg.precision == "fp16")
                         for k in ("G", "D")}
@@ -200,7 +220,7 @@ class Trainer:
         cfg = self.cfg
         logs: dict[str, torch.Tensor] = {}
         self.D.requires_grad_(True)
-        for i in range(cfg.d_steps):
+        for i in range(cfg.d_steps if self.opt_D is not None else 0):
             real, labels, idx = self.real_batch(self.step * cfg.d_steps + i)
             with self._autocast():
                 terms, stats = self.objective.d_terms(self.G, self.D, real, labels, idx)
@@ -238,10 +258,12 @@ class Trainer:
             "dataset": {"content_sha256": self.data_hash, "num_images": len(self.dataset),
                         "class_names": self.dataset.class_names},
             "nets": {"G": net(self.G), "D": net(self.D), "G_ema": net(self.G_ema)},
-            "optim": {"G": self.opt_G.state_dict(), "D": self.opt_D.state_dict()},
+            "optim": {"G": self.opt_G.state_dict(), "D": self.opt_D.state_dict() if self.opt_D else {}},
             "scalers": {k: s.state_dict() for k, s in self.scalers.items()},
             "objective": self.objective.state_dict(),
             "rng": rng_states,
+            # compression: which frozen teacher the student learns from (the teacher is not stored)
+            "compress": {"teacher": self.cfg.compress_teacher, "teacher_sha256": self.G_teacher_sha256},
         }
 
     def load_state_dict(self, ckpt: dict[str, Any]) -> None:
@@ -260,10 +282,18 @@ class Trainer:
                 f"the data differs from the data {self.run_dir} was trained on (content hash "
                 "changed); point --data at the original data, or use a new --outdir"
             )
+        saved_teacher = ckpt.get("compress", {}).get("teacher_sha256", "")
+        if saved_teacher != self.G_teacher_sha256:
+            raise KdganError(
+                f"{self.run_dir} was distilled from a different teacher generator (sha256 of its "
+                f"weights {saved_teacher[:12] or 'none'} -> {self.G_teacher_sha256[:12] or 'none'}); "
+                "pass the original --teacher to resume, or use a new --outdir"
+            )
         for name in ("G", "D", "G_ema"):
             getattr(self, name).load_state_dict(ckpt["nets"][name]["state"])
         self.opt_G.load_state_dict(ckpt["optim"]["G"])
-        self.opt_D.load_state_dict(ckpt["optim"]["D"])
+        if self.opt_D is not None:
+            self.opt_D.load_state_dict(ckpt["optim"]["D"])
         for k, s in self.scalers.items():
             if ckpt["scalers"][k]:
                 s.load_state_dict(ckpt["scalers"][k])
@@ -364,7 +394,8 @@ class Trainer:
                 self.device, self.info.world_size,
             )
         self._install_signal_handlers()
-        monitor = RunMonitor(self.run_dir, main, self.step, cfg.steps, cfg.batch_size * cfg.d_steps)
+        images_per_step = cfg.batch_size * (cfg.d_steps if self.opt_D is not None else 1)  # real or teacher
+        monitor = RunMonitor(self.run_dir, main, self.step, cfg.steps, images_per_step)
         sums: dict[str, torch.Tensor] = {}
         count = 0
         bad = torch.zeros((), dtype=torch.int64, device=self.device)

@@ -9,8 +9,9 @@ import torch
 from torch import nn
 
 from kdgan.losses.adversarial import ADVERSARIAL_LOSSES
+from kdgan.losses.akdg import mse_distillation
 from kdgan.losses.kd_dlgan import agkd_loss, cgkd_loss, pairwise_diversity
-from kdgan.losses.regularizers import LeCam
+from kdgan.losses.regularizers import LeCam, r1_penalty
 from kdgan.teachers.base import Teacher
 
 Terms = dict[str, torch.Tensor]
@@ -40,19 +41,22 @@ class KDSettings:
 class GANObjective:
     """The adversarial game with augmentation T applied to everything D sees (METHOD 1.5, 2.3).
 
-    D phase:  L_D = loss_d(D(T(x)), D(T(G(z)))) [+ w_lc R_LC] [+ L_AGKD] [+ L_CGKD]
+    D phase:  L_D = loss_d(D(T(x)), D(T(G(z)))) [+ w_lc R_LC] [+ L_AGKD] [+ L_CGKD] [+ gamma/2 R1]
     G phase:  L_G = loss_g(D(T(G(z))))          [+ w_pd L_PD  when pd_mode = generator]
-    Fake labels are drawn uniformly over the classes, as in BigGAN.
+    Fake labels are drawn uniformly over the classes, as in BigGAN. R1 is taken with respect to
+    the un-augmented real images (as StyleGAN2-ADA does).
     """
 
     def __init__(self, loss: str, augment: nn.Module, z_dim: int, c_dim: int,
-                 lecam: LeCam | None = None, lecam_weight: float = 0.0, kd: KDSettings | None = None):
+                 lecam: LeCam | None = None, lecam_weight: float = 0.0, kd: KDSettings | None = None,
+                 r1_gamma: float = 0.0):
         self.loss_d, self.loss_g = ADVERSARIAL_LOSSES[loss]
         self.loss_name = loss
         self.augment = augment
         self.z_dim, self.c_dim = z_dim, c_dim
         self.lecam, self.lecam_weight = lecam, lecam_weight
         self.kd = kd
+        self.r1_gamma = r1_gamma
 
     def state_dict(self) -> dict:
         """Training state of the objective (LeCam anchors); the teacher is never saved."""
@@ -75,6 +79,8 @@ class GANObjective:
         z, fake_labels = self.sample_latents(b, real_images.device)
         with torch.no_grad():
             fake_images = G(z, fake_labels).to(real_images.dtype)
+        if self.r1_gamma > 0:
+            real_images = real_images.detach().requires_grad_(True)
         clean = torch.cat([fake_images, real_images])
         seen = self.augment(clean)  # one D pass over fake and real: one spectral-norm iteration
         labels = torch.cat([fake_labels, real_labels])
@@ -90,6 +96,8 @@ class GANObjective:
         if self.lecam is not None:
             self.lecam.update(real_logits, fake_logits)
             terms["d/lecam"] = self.lecam_weight * self.lecam(real_logits, fake_logits)
+        if self.r1_gamma > 0:
+            terms["d/r1"] = self.r1_gamma / 2 * r1_penalty(real_logits, real_images)
         if self.kd is not None:
             terms.update(self._kd_terms(seen, clean, student.float(), b, real_indices))
         return terms, stats
@@ -126,4 +134,110 @@ class GANObjective:
             # gradients flow through the frozen teacher into G (its weights stay untouched)
             features = self.kd.teacher.image_features(seen)
             terms["g/pd"] = self.kd.pd_weight * pairwise_diversity(features, self.kd.text, self.kd.cgkd_norm)
+        return terms, {}
+
+
+class Discriminators(nn.ModuleDict):
+    """The discriminators of a compression run, by role: `data` (D_S) and `kd` (D_KD).
+
+    One module (so one optimiser, one checkpoint entry); `config` rebuilds each member.
+    """
+
+    def __init__(self, members: dict[str, nn.Module]):
+        super().__init__(members)
+        self.config = {"arch": "discriminators", **{k: dict(m.config) for k, m in members.items()}}
+
+
+class DistillObjective:
+    """AKDG and its baselines (Chen et al., ICPR 2020; METHOD.md section 3).
+
+    G is the student G_S; `G_teacher` is frozen. D is a `Discriminators` with the members the
+    method needs. Each D phase draws one student batch G_S(z):
+      D_S  (`data`): real x vs G_S(z)                       [vanilla, akdg, mse+adv]
+      D_KD (`kd`):   G_T(z') vs G_S(z), z' independent of z  [akdg]
+    each with loss_d and gamma/2 R1 on its "real" side. The G phase:
+      vanilla:  loss_g(D_S(G_S(z)))
+      akdg:     loss_g(D_S(G_S(z))) + lambda * loss_g(D_KD(G_S(z)))
+      mse:      mean (G_T(z) - G_S(z))^2, the same z and labels on both sides
+      mse+adv:  alpha * MSE + (1 - alpha) * loss_g(D_S(G_S(z)))
+    Augmentation T (DiffAugment policy, empty by default) is applied to every image a D sees.
+    """
+
+    MEMBERS = {"vanilla": ("data",), "akdg": ("data", "kd"), "mse": (), "mse+adv": ("data",)}
+
+    def __init__(self, method: str, G_teacher: nn.Module, loss: str, augment: nn.Module, z_dim: int,
+                 c_dim: int, akdg_weight: float = 1.0, mse_alpha: float = 0.5, r1_gamma: float = 10.0):
+        if method not in self.MEMBERS:
+            raise ValueError(f"unknown compression method {method!r}; use {', '.join(self.MEMBERS)}")
+        self.method, self.G_teacher = method, G_teacher
+        self.loss_d, self.loss_g = ADVERSARIAL_LOSSES[loss]
+        self.loss_name = loss
+        self.augment = augment
+        self.z_dim, self.c_dim = z_dim, c_dim
+        self.akdg_weight, self.mse_alpha, self.r1_gamma = akdg_weight, mse_alpha, r1_gamma
+
+    def state_dict(self) -> dict:
+        return {}  # the teacher is never saved; its hash is (see Trainer.state_dict)
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+    sample_latents = GANObjective.sample_latents
+
+    def _game(self, D: nn.Module, real_images: torch.Tensor, real_labels: torch.Tensor,
+              fake_images: torch.Tensor, fake_labels: torch.Tensor, name: str) -> tuple[Terms, Terms]:
+        """One discriminator's loss on its real and fake batches (one pass), plus R1."""
+        b = real_images.shape[0]
+        if self.r1_gamma > 0:
+            real_images = real_images.detach().requires_grad_(True)
+        logits = D(self.augment(torch.cat([fake_images, real_images])), torch.cat([fake_labels, real_labels]))
+        fake_logits, real_logits = logits.split([b, b])
+        loss_real, loss_fake = self.loss_d(real_logits, fake_logits)
+        terms = {f"{name}/{self.loss_name}_real": loss_real, f"{name}/{self.loss_name}_fake": loss_fake}
+        if self.r1_gamma > 0:
+            terms[f"{name}/r1"] = self.r1_gamma / 2 * r1_penalty(real_logits, real_images)
+        stats = {f"stats/{name}_real_logit": real_logits.detach().float().mean(),
+                 f"stats/{name}_fake_logit": fake_logits.detach().float().mean()}
+        return terms, stats
+
+    def d_terms(self, G: nn.Module, D: nn.Module, real_images: torch.Tensor, real_labels: torch.Tensor,
+                real_indices: torch.Tensor | None = None) -> tuple[Terms, Terms]:
+        """Loss terms of D_S and D_KD for one real batch (B, 3, R, R) in [-1, 1]."""
+        b, device = real_images.shape[0], real_images.device
+        z, labels = self.sample_latents(b, device)
+        with torch.no_grad():
+            student = G(z, labels).to(real_images.dtype)
+        terms: Terms = {}
+        stats: Terms = {}
+        if "data" in D:
+            t, s = self._game(D["data"], real_images, real_labels, student, labels, "d_data")
+            terms.update(t)
+            stats.update(s)
+        if "kd" in D:
+            z_t, labels_t = self.sample_latents(b, device)  # independent of the student's z
+            with torch.no_grad():
+                teacher = self.G_teacher(z_t, labels_t).to(real_images.dtype)
+            t, s = self._game(D["kd"], teacher, labels_t, student, labels, "d_kd")
+            terms.update(t)
+            stats.update(s)
+        return terms, stats
+
+    def g_terms(self, G: nn.Module, D: nn.Module, batch_size: int,
+                device: torch.device) -> tuple[Terms, Terms]:
+        """The student's loss terms for one batch of fresh latents."""
+        z, labels = self.sample_latents(batch_size, device)
+        student = G(z, labels)
+        terms: Terms = {}
+        adv_weight = 1.0 - self.mse_alpha if self.method == "mse+adv" else 1.0
+        if "data" in D:
+            logits = D["data"](self.augment(student), labels)
+            terms[f"g/{self.loss_name}_data"] = adv_weight * self.loss_g(logits)
+        if "kd" in D:
+            logits = D["kd"](self.augment(student), labels)
+            terms[f"g/{self.loss_name}_kd"] = self.akdg_weight * self.loss_g(logits)
+        if self.method in ("mse", "mse+adv"):
+            with torch.no_grad():
+                target = self.G_teacher(z, labels)  # the same z and labels: pixel pairing
+            mse_weight = self.mse_alpha if self.method == "mse+adv" else 1.0
+            terms["g/mse"] = mse_weight * mse_distillation(target, student)
         return terms, {}
