@@ -57,7 +57,8 @@ def cli(verbose: bool) -> None:
 @click.option("--teacher-model", help="open_clip model name for --teacher clip (default ViT-B-32).")
 @click.option("--teacher-weights", help="open_clip pretrained tag or local checkpoint file "
               "(default openai, or $KDGAN_CLIP_WEIGHTS).")
-@click.option("--kd", help="Distillation terms: agkd,cgkd (default), agkd or cgkd.")
+@click.option("--kd", help="Distillation terms: auto (default: agkd,cgkd with a CLIP teacher, agkd with "
+              "the image-only inception teacher), agkd,cgkd, agkd or cgkd.")
 @click.option("--prompts", help="CGKD prompts: a named list (cifar10, cifar100, obama, faces, ...) "
               "or a file, one per line. Default: 'a {class}' for the data's classes.")
 @click.option("--set", "sets", multiple=True, metavar="FIELD=VALUE",
@@ -150,14 +151,18 @@ def _run_training(cfg, outdir: str) -> dict | None:
               help="Only (re)write the teacher-vs-student report of this finished run.")
 @click.option("--report-repeat", default=1, show_default=True, type=click.IntRange(min=1),
               help="Quality evaluations per network in the report (mean +- std).")
+@click.option("--report-protocol", help="The report's evaluation protocol (default: the run's eval_protocol, "
+              "cifar unless set; use fewshot or custom for data without a test split).")
+@click.option("--report-num-gen", type=int, help="Generated images per network in the report.")
 def compress(teacher, student, width, method, data, outdir, steps, batch_size, device, seed, precision,
-             sets, dry_run, report_run, report_repeat) -> None:
+             sets, dry_run, report_run, report_repeat, report_protocol, report_num_gen) -> None:
     """Distil a trained generator into a smaller student (AKDG and baselines), then report."""
     from kdgan import config as config_lib
     from kdgan.compress import compress_fields, write_report
 
+    report = dict(repeat=report_repeat, protocol=report_protocol, num_gen=report_num_gen)
     if report_run:
-        click.echo(f"wrote {write_report(report_run, repeat=report_repeat)}")
+        click.echo(f"wrote {write_report(report_run, **report)}")
         return
     missing = [f for f, v in (("--teacher", teacher), ("--data", data), ("--outdir", outdir)) if not v]
     if missing:
@@ -171,8 +176,14 @@ def compress(teacher, student, width, method, data, outdir, steps, batch_size, d
         click.echo(config_lib.dumps(cfg))
         return
     summary = _run_training(cfg, outdir)
-    if summary is not None:
-        click.echo(f"report:       {write_report(outdir, repeat=report_repeat)}")
+    if summary is None:
+        return
+    try:
+        click.echo(f"report:       {write_report(outdir, **report)}")
+    except KdganError as e:  # the trained student is safe on disk; only the report is missing
+        raise KdganError(f"the student is trained and saved, but the report failed: {e}. Fix that and "
+                         f"run `kdgan compress --report {outdir}` (with --report-protocol / "
+                         "--report-num-gen if needed)") from None
 
 
 # --------------------------------------------------------------------------- generate

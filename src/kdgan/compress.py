@@ -191,12 +191,13 @@ def _fmt_metric(entry: dict[str, Any] | None, scale: float = 1.0) -> str:
 
 def write_report(run_dir: str | os.PathLike, metrics: tuple[str, ...] | None = None, repeat: int = 1,
                  speed_devices: tuple[str, ...] | None = None, latency_runs: int = 20,
-                 throughput_batch: int = 256) -> Path:
+                 throughput_batch: int = 256, protocol: str | None = None, num_gen: int | None = None,
+                 ref: str | None = None) -> Path:
     """Teacher vs student of a `kdgan compress` run: report.md, report.json and a sample grid.
 
     Quality uses the run's evaluation settings (eval_protocol, eval_num_gen, eval_ref,
-    inception) with the same seeds for teacher and student; speed is measured on the CPU and,
-    when present, the GPU.
+    inception) unless `protocol`, `num_gen` or `ref` are given, with the same seeds for
+    teacher and student; speed is measured on the CPU and, when present, the GPU.
     """
     from kdgan.metrics import evaluate, generate_uint8, get_protocol, load_inception, reference_features
     from kdgan.metrics.evaluate import parse_metrics
@@ -238,15 +239,15 @@ def write_report(run_dir: str | os.PathLike, metrics: tuple[str, ...] | None = N
         for G in nets.values():
             G.to(device)
 
-    proto = get_protocol(cfg.eval_protocol, cfg.eval_num_gen or None)
+    proto = get_protocol(protocol or cfg.eval_protocol, num_gen or cfg.eval_num_gen or None)
     extractor = load_inception(cfg.inception, device)
     names = parse_metrics(",".join(metrics or ("fid", "kid", "is")), proto)  # IS: "unavailable" w/o logits
-    ref = reference_features(cfg.eval_ref or cfg.data, proto.ref_split, extractor)
+    ref_features = reference_features(ref or cfg.eval_ref or cfg.data, proto.ref_split, extractor)
     quality = {}
     for k, G in nets.items():
         log.info("evaluating the %s (%s, %d images x %d)", k, proto.name, proto.num_gen, repeat)
         quality[k] = evaluate(lambda s, G=G: generate_uint8(G, proto.num_gen, s, 100, device),
-                              ref, extractor, proto, names, repeats=repeat, seed=cfg.seed)
+                              ref_features, extractor, proto, names, repeats=repeat, seed=cfg.seed)
         rows[k].update({m: v for m, v in quality[k]["metrics"].items()})
 
     grid = run / "samples" / "teacher-vs-student.png"

@@ -39,7 +39,7 @@ class TrainConfig:
     teacher: str = ""  # "" = no KD | clip | inception | clip-tiny-random / clip-random (tests, benchmarks)
     teacher_model: str = "ViT-B-32"  # open_clip model name (clip teacher)
     teacher_weights: str = ""  # open_clip pretrained tag or local file; "" = openai / $KDGAN_CLIP_WEIGHTS
-    kd: str = "agkd,cgkd"  # distillation terms used when a teacher is set
+    kd: str = "auto"  # KD terms: auto (agkd,cgkd; agkd if the teacher is image-only) | agkd,cgkd | agkd
     agkd_weight: float = 10.0  # w_agkd
     agkd_distance: str = "l2"  # l2 (per-sample norm, released code) | l1 (elementwise mean, paper)
     agkd_p: float = 1.0  # probability of adding the aggregated (swapped-target) term, per D step
@@ -53,6 +53,7 @@ class TrainConfig:
     pd_weight: float = 1.0  # w_pd when pd_mode = generator
     prompts: str = ""  # named list, prompt file, or "" = "a {class}" for the data's classes
     teacher_compile: bool = False  # torch.compile the CLIP image tower (first steps pay the compile)
+    kd_every: int = 1  # D steps between KD terms, weights x kd_every ("lazy", like lazy R1); 1 = paper
     r1_gamma: float = 0.0  # R1 weight: gamma / 2 * E||grad_x D(x)||^2 on reals; 0 = off (AKDG: 10)
     # --- AKDG compression (METHOD.md section 3; `kdgan compress` sets these) ---
     compress_teacher: str = ""  # frozen teacher G (checkpoint, export folder, .safetensors); "" = off
@@ -136,17 +137,25 @@ def _biggan_cifar(dataset: str, pct: int, variant: str, what: str, fields: dict[
     )
 
 
+# The CPU demo: a 16-channel BigGAN on the 100 embedded LFW faces.
+_DEMO: dict[str, Any] = {
+    "data": "lfw-faces", "g_ch": 16, "d_ch": 16, "z_dim": 64, "batch_size": 20,
+    "d_steps": 2, "g_lr": 5e-4, "d_lr": 5e-4, "steps": 600, "ema_decay": 0.99,
+    "ema_start_steps": 100, "log_every_steps": 20, "sample_every_steps": 200,
+    "ckpt_every_steps": 200, "diffaugment": "color,translation,cutout",
+}
+
 PRESETS: dict[str, Preset] = {
     p.name: p
     for p in [
+        Preset("demo", "Few-minute CPU demo on the embedded 100 LFW faces (small BigGAN, 32 px), no KD",
+               _DEMO),
         Preset(
-            "demo",
-            "Few-minute CPU demo on the embedded 100 LFW faces (small BigGAN, 32 px)",
+            "demo-kd",
+            "The demo with KD-DLGAN: AGKD from the offline TF Inception-v3 teacher (add --teacher clip "
+            "for CLIP with AGKD + CGKD when its weights are present)",
             {
-                "data": "lfw-faces", "g_ch": 16, "d_ch": 16, "z_dim": 64, "batch_size": 20,
-                "d_steps": 2, "g_lr": 5e-4, "d_lr": 5e-4, "steps": 600, "ema_decay": 0.99,
-                "ema_start_steps": 100, "log_every_steps": 20, "sample_every_steps": 200,
-                "ckpt_every_steps": 200, "diffaugment": "color,translation,cutout",
+                **_DEMO, "teacher": "inception", "kd": "auto", "clip_on": "clean", "kd_every": 4,
             },
         ),
         Preset(
@@ -175,9 +184,17 @@ COMPRESS_DEFAULTS: dict[str, Any] = {
 }
 
 
+TEXT_TEACHERS = ("clip", "clip-tiny-random", "clip-random")  # teachers with a text encoder (CGKD)
+
+
 def kd_terms(cfg: TrainConfig) -> list[str]:
-    """The distillation terms in use: [] without a teacher, else the names listed in `kd`."""
-    return [t.strip() for t in cfg.kd.split(",") if t.strip()] if cfg.teacher else []
+    """The distillation terms in use: [] without a teacher, else the names listed in `kd`;
+    `auto` is AGKD + CGKD with a text teacher and AGKD alone with an image-only one."""
+    if not cfg.teacher:
+        return []
+    if cfg.kd.strip() == "auto":
+        return ["agkd", "cgkd"] if cfg.teacher in TEXT_TEACHERS else ["agkd"]
+    return [t.strip() for t in cfg.kd.split(",") if t.strip()]
 
 
 def field_names() -> list[str]:
@@ -246,6 +263,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
          f"teacher must be clip, inception, clip-tiny-random or clip-random, not {cfg.teacher!r}"),
         (set(kd_terms(cfg)) <= {"agkd", "cgkd"}, f"kd terms are agkd and cgkd, not {cfg.kd!r}"),
         (cfg.agkd_distance in ("l2", "l1"), "agkd_distance must be l2 or l1"),
+        (cfg.kd_every >= 1, "kd_every must be at least 1 (1 = KD on every D step)"),
         (0 <= cfg.agkd_p <= 1, "agkd_p must be in [0, 1]"),
         (cfg.cgkd_norm in ("row", "frobenius"), "cgkd_norm must be row or frobenius"),
         (cfg.cgkd_distance in ("sq_sum", "l1"), "cgkd_distance must be sq_sum or l1"),

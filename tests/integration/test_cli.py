@@ -263,6 +263,8 @@ def test_compress_train_resume_and_report(tmp_path, image_folder):
     assert all(expected <= set(r) for r in logged if "g/ns_kd" in r)
 
     (tmp_path / "s" / "report.md").unlink()
+    bad = kdgan("compress", "--report", tmp_path / "s", "--report-protocol", "cifar", check=False, env=env)
+    assert bad.returncode == 2 and "test" in bad.stderr  # the folder has no test split: one clear line
     kdgan("compress", "--report", tmp_path / "s", env=env)
     report = (tmp_path / "s" / "report.md").read_text()
     for row in ("| parameters |", "| multiply-adds / image |", "| latency, batch 1, CPU",

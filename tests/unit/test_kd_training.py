@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from kdgan.config import resolve
+from kdgan.config import kd_terms, resolve
 from kdgan.errors import KdganError
 from kdgan.teachers import build_teacher
 from kdgan.teachers.prompts import NAMED, resolve_prompts
@@ -93,8 +93,11 @@ def test_clean_real_features_are_computed_once_per_image(tmp_path):
 
 def test_cgkd_with_an_image_only_teacher_is_refused():
     with pytest.raises(KdganError, match="inception teacher is image-only"):
-        resolve(None, {"teacher": "inception"})
+        resolve(None, {"teacher": "inception", "kd": "agkd,cgkd"})
     assert resolve(None, {"teacher": "inception", "kd": "agkd"}).teacher == "inception"
+    # kd = auto (the default): every term the teacher supports
+    assert kd_terms(resolve(None, {"teacher": "inception"})) == ["agkd"]
+    assert kd_terms(resolve(None, {"teacher": "clip"})) == ["agkd", "cgkd"]
 
 
 def test_missing_clip_checkpoint_is_a_clear_error(tmp_path):
@@ -132,3 +135,29 @@ def test_compiled_teacher_matches_eager():
     x = torch.rand(4, 3, 32, 32) * 2 - 1
     with torch.no_grad():
         assert torch.allclose(compiled.image_features(x), eager.image_features(x), atol=1e-4)
+
+
+def test_inception_teacher_no_grad_fast_path_equals_the_differentiable_graph():
+    teacher = build_teacher("inception")
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        fast = teacher.image_features(x)  # frozen, oneDNN-optimised graph
+    x.requires_grad_(True)
+    slow = teacher.image_features(x)  # the original graph, differentiable
+    torch.testing.assert_close(fast, slow.detach(), rtol=1e-4, atol=1e-4)
+    slow.sum().backward()
+    assert x.grad is not None and all(p.grad is None for p in teacher.parameters())
+
+
+def test_lazy_kd_every_k_d_steps_with_k_times_the_weight(tmp_path):
+    def terms_at(every: int, d_step: int):
+        t = kd_trainer(tmp_path / f"{every}-{d_step}", kd_every=every)
+        torch.manual_seed(1)
+        real, labels, idx = t.real_batch(0)
+        return t.objective.d_terms(t.G, t.D, real, labels, idx, d_step)[0]
+
+    eager, lazy_on, lazy_off = terms_at(1, 0), terms_at(2, 4), terms_at(2, 3)
+    torch.testing.assert_close(lazy_on["d/agkd"], 2 * eager["d/agkd"])
+    torch.testing.assert_close(lazy_on["d/cgkd"], 2 * eager["d/cgkd"])
+    assert "d/agkd" not in lazy_off and "d/cgkd" not in lazy_off
+    torch.testing.assert_close(lazy_off["d/hinge_real"], eager["d/hinge_real"])

@@ -151,12 +151,16 @@ class Trainer:
             text = self.teacher.text_features(prompts).float()  # once, kept for the whole run
             shown = "; ".join(prompts[:4]) + (" ..." if len(prompts) > 4 else "")
             log.info("CGKD prompts (%d): %s", len(prompts), shown)
-        log.info("teacher %s (%d-d, input %s), KD terms %s", self.teacher.name, self.teacher.dim,
-                 self.teacher.input_convention, "+".join(terms))
+        log.info("teacher %s (%d-d, input %s), KD terms %s%s", self.teacher.name, self.teacher.dim,
+                 self.teacher.input_convention, "+".join(terms),
+                 f", every {cfg.kd_every} D steps (weights x {cfg.kd_every})" if cfg.kd_every > 1 else "")
+        if not self.teacher.supports_text:
+            log.info("the %s teacher is image-only, so AGKD only; with CLIP weights present, "
+                     "--teacher clip gives AGKD + CGKD", self.teacher.name)
         return KDSettings(
             self.teacher, terms, text, cfg.agkd_weight, cfg.agkd_distance, cfg.agkd_p, cfg.cgkd_weight,
             cfg.cgkd_norm, cfg.cgkd_distance, cfg.cgkd_fake_only, cfg.clip_on, cfg.pd_mode, cfg.pd_weight,
-            self.clean_real_features if cfg.clip_on == "clean" else None)
+            self.clean_real_features if cfg.clip_on == "clean" else None, cfg.kd_every)
 
     @torch.no_grad()
     def clean_real_features(self, indices: torch.Tensor) -> torch.Tensor:
@@ -221,9 +225,10 @@ class Trainer:
         logs: dict[str, torch.Tensor] = {}
         self.D.requires_grad_(True)
         for i in range(cfg.d_steps if self.opt_D is not None else 0):
-            real, labels, idx = self.real_batch(self.step * cfg.d_steps + i)
+            d_step = self.step * cfg.d_steps + i
+            real, labels, idx = self.real_batch(d_step)
             with self._autocast():
-                terms, stats = self.objective.d_terms(self.G, self.D, real, labels, idx)
+                terms, stats = self.objective.d_terms(self.G, self.D, real, labels, idx, d_step)
             self._optimize("D", terms)
             for k, v in {**terms, **stats}.items():
                 logs[k] = logs.get(k, 0.0) + v.detach() / cfg.d_steps

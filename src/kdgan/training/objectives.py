@@ -36,6 +36,7 @@ class KDSettings:
     pd_weight: float = 1.0
     # clip_on = clean: dataset indices (B,) -> cached teacher features of the clean real images
     clean_real_features: Callable[[torch.Tensor], torch.Tensor] | None = None
+    every: int = 1  # KD on every `every`-th D step, its weights multiplied by `every`
 
 
 class GANObjective:
@@ -73,8 +74,9 @@ class GANObjective:
         return z, labels
 
     def d_terms(self, G: nn.Module, D: nn.Module, real_images: torch.Tensor, real_labels: torch.Tensor,
-                real_indices: torch.Tensor | None = None) -> tuple[Terms, Terms]:
-        """D loss terms and statistics for one real batch (B, 3, R, R) in [-1, 1]."""
+                real_indices: torch.Tensor | None = None, d_step: int = 0) -> tuple[Terms, Terms]:
+        """D loss terms and statistics for one real batch (B, 3, R, R) in [-1, 1]; `d_step` is the
+        global D-step index (KD runs when it is a multiple of kd.every)."""
         b = real_images.shape[0]
         z, fake_labels = self.sample_latents(b, real_images.device)
         with torch.no_grad():
@@ -84,7 +86,8 @@ class GANObjective:
         clean = torch.cat([fake_images, real_images])
         seen = self.augment(clean)  # one D pass over fake and real: one spectral-norm iteration
         labels = torch.cat([fake_labels, real_labels])
-        if self.kd is None:
+        use_kd = self.kd is not None and d_step % self.kd.every == 0
+        if not use_kd:
             logits, student = D(seen, labels), None
         else:
             logits, student = D(seen, labels, return_kd=True)
@@ -98,7 +101,7 @@ class GANObjective:
             terms["d/lecam"] = self.lecam_weight * self.lecam(real_logits, fake_logits)
         if self.r1_gamma > 0:
             terms["d/r1"] = self.r1_gamma / 2 * r1_penalty(real_logits, real_images)
-        if self.kd is not None:
+        if use_kd:
             terms.update(self._kd_terms(seen, clean, student.float(), b, real_indices))
         return terms, stats
 
@@ -116,10 +119,10 @@ class GANObjective:
         if "agkd" in kd.terms:
             q = torch.rand((), device=student.device)  # one draw per D step, no host sync
             aggregate = (q <= kd.agkd_p).float()
-            terms["d/agkd"] = kd.agkd_weight * agkd_loss(target_real, target_fake, student_real,
+            terms["d/agkd"] = kd.every * kd.agkd_weight * agkd_loss(target_real, target_fake, student_real,
                                                          student_fake, aggregate, kd.agkd_distance)
         if "cgkd" in kd.terms:
-            terms["d/cgkd"] = kd.cgkd_weight * cgkd_loss(
+            terms["d/cgkd"] = kd.every * kd.cgkd_weight * cgkd_loss(
                 target_real, target_fake, student_real, student_fake, kd.text, kd.cgkd_norm,
                 kd.cgkd_distance, kd.cgkd_fake_only)
         return terms
@@ -201,7 +204,7 @@ class DistillObjective:
         return terms, stats
 
     def d_terms(self, G: nn.Module, D: nn.Module, real_images: torch.Tensor, real_labels: torch.Tensor,
-                real_indices: torch.Tensor | None = None) -> tuple[Terms, Terms]:
+                real_indices: torch.Tensor | None = None, d_step: int = 0) -> tuple[Terms, Terms]:
         """Loss terms of D_S and D_KD for one real batch (B, 3, R, R) in [-1, 1]."""
         b, device = real_images.shape[0], real_images.device
         z, labels = self.sample_latents(b, device)
