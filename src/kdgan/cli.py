@@ -251,7 +251,11 @@ def evaluate(ckpt, images, data, protocol, num_gen, ref_split, repeat, metrics, 
     extractor = load_inception(inception, dev)
     ref = reference_features(data, proto.ref_split, extractor, batch_size, use_cache=not no_cache)
     if images is not None:
-        generated = load_generated(images)
+        if Path(images).suffix == ".npz":
+            generated = load_generated(images)
+        else:  # an image folder or zip: features cached by content, resumable like a reference set
+            generated = reference_features(images, "train", extractor, batch_size, use_cache=not no_cache,
+                                           desc="generated")
         if repeat > 1:
             log.warning("--repeat %d ignored: --images is one fixed set", repeat)
         repeat, sample = 1, (lambda _seed: generated)

@@ -147,3 +147,31 @@ def test_is_is_refused_without_logits_and_missing_split_is_refused(inception, im
 def test_feature_set_stats_are_float64():
     fs = FeatureSet(torch.randn(50, 4))
     assert fs.stats["mu"].dtype == np.float64 and fs.stats["sigma"].shape == (4, 4)
+
+
+def test_interrupted_feature_extraction_continues_from_its_partial_save(inception, tmp_path):
+    images = np.random.default_rng(1).integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
+    full = extract_features(images, inception, batch_size=2).pool3
+
+    class Interrupted:
+        device = inception.device
+
+        def __init__(self):
+            self.calls = 0
+
+        def __call__(self, x):
+            self.calls += 1
+            if self.calls == 3:
+                raise KeyboardInterrupt
+            return inception(x)
+
+    partial = tmp_path / "feats.partial.npz"
+    with pytest.raises(KeyboardInterrupt):
+        extract_features(images, Interrupted(), batch_size=2, partial=partial, save_every_s=0)
+    with np.load(partial) as z:
+        assert len(z["pool3"]) == 4 and int(z["num_total"]) == 6  # two batches were saved
+    counting = Interrupted()
+    counting.calls = -100  # never interrupts; counts the batches still to do
+    resumed = extract_features(images, counting, batch_size=2, partial=partial).pool3
+    assert counting.calls == -99  # only the last batch was computed
+    torch.testing.assert_close(resumed, full)

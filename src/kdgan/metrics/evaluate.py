@@ -122,12 +122,16 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
 def evaluate(sample, ref: FeatureSet, extractor: InceptionFeatures, protocol: Protocol,
              metrics: tuple[str, ...], repeats: int = 1, seed: int = 0,
              batch_size: int | None = None) -> dict[str, Any]:
-    """Evaluate `repeats` generated sets; `sample(seed) -> uint8 (N, H, W, 3)` makes each one."""
+    """Evaluate `repeats` generated sets; `sample(seed)` makes each one: uint8 images (N, H, W, 3),
+    or their features already extracted (a FeatureSet)."""
     runs, notes, num = [], [], 0
     for r in range(repeats):
-        images = sample(seed + r)
-        num = len(images)
-        feats = extract_features(images, extractor, batch_size, desc=f"generated features {r + 1}/{repeats}")
+        out = sample(seed + r)
+        if isinstance(out, FeatureSet):
+            feats = out
+        else:
+            feats = extract_features(out, extractor, batch_size, desc=f"generated features {r + 1}/{repeats}")
+        num = len(feats.pool3)
         values, n = score(feats, ref, metrics, seed + r)
         runs.append(values)
         notes += [x for x in n if x not in notes]

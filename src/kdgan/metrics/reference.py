@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,20 +65,50 @@ def feature_batch_size(device: torch.device | str) -> int:
 
 
 def extract_features(images: np.ndarray, extractor: InceptionFeatures, batch_size: int | None = None,
-                     desc: str = "features") -> FeatureSet:
-    """Features of uint8 images (N, H, W, 3), in batches, with a progress bar in images."""
+                     desc: str = "features", partial: Path | None = None,
+                     save_every_s: float = 300.0) -> FeatureSet:
+    """Features of uint8 images (N, H, W, 3), in batches, with a progress bar in images.
+
+    With `partial`, the features computed so far are saved there (atomically) every
+    `save_every_s` seconds, and a later call with the same file continues where it stopped:
+    a 60k-image extraction on a CPU takes hours and must survive an interruption.
+    """
     batch_size = batch_size or feature_batch_size(extractor.device)
     pool3, logits = [], []
-    bar = tqdm(total=len(images), desc=desc, unit="img", leave=False, disable=len(images) <= batch_size)
-    for start in range(0, len(images), batch_size):
+    done = 0
+    if partial is not None and partial.exists():
+        with np.load(partial, allow_pickle=False) as z:
+            if int(z["num_total"]) == len(images) and len(z["pool3"]) <= len(images):
+                pool3.append(torch.from_numpy(z["pool3"]))
+                if "logits" in z.files:
+                    logits.append(torch.from_numpy(z["logits"]))
+                done = len(z["pool3"])
+                log.info("continuing %s from image %d of %d (%s)", desc, done, len(images), partial)
+    bar = tqdm(total=len(images), initial=done, desc=desc, unit="img", leave=False,
+               disable=len(images) <= batch_size)
+    last_save = time.monotonic()
+    for start in range(done, len(images), batch_size):
         x = torch.from_numpy(np.ascontiguousarray(images[start:start + batch_size])).permute(0, 3, 1, 2)
         out = extractor(x)
         pool3.append(out["pool3"])
         if "logits" in out:
             logits.append(out["logits"])
         bar.update(len(x))
+        if partial is not None and time.monotonic() - last_save > save_every_s:
+            _save_partial(partial, pool3, logits, len(images))
+            last_save = time.monotonic()
     bar.close()
     return FeatureSet(torch.cat(pool3), torch.cat(logits) if logits else None)
+
+
+def _save_partial(path: Path, pool3: list[torch.Tensor], logits: list[torch.Tensor], total: int) -> None:
+    pool3[:] = [torch.cat(pool3)]
+    arrays = {"pool3": pool3[0].numpy(), "num_total": np.int64(total)}
+    if logits:
+        logits[:] = [torch.cat(logits)]
+        arrays["logits"] = logits[0].numpy()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write(path, lambda p: np.savez(open(p, "wb"), **arrays))
 
 
 def _identity(source: str, split: str) -> str | None:
@@ -112,10 +143,11 @@ def _load_reference(source: str, split: str) -> ImageSet:
 
 def reference_features(source: str, split: str, extractor: InceptionFeatures,
                        batch_size: int | None = None, use_cache: bool = True,
-                       dataset: ImageSet | None = None) -> FeatureSet:
-    """Features of a reference set at its native resolution, cached on disk.
+                       dataset: ImageSet | None = None, desc: str = "reference") -> FeatureSet:
+    """Features of an image set (a data source's split) at its native resolution, cached on disk.
 
     `info` records source, split, content hash, number of images and whether the cache hit.
+    An interrupted extraction continues from its last partial save (every 5 minutes).
     """
     folder = cache_dir()
     index_path = folder / "index.json"
@@ -137,12 +169,13 @@ def reference_features(source: str, split: str, extractor: InceptionFeatures,
             logits = torch.from_numpy(z["logits"]) if "logits" in z.files else None
             fs = FeatureSet(torch.from_numpy(z["pool3"]), logits,
                             {**info, "cache": "hit"}, {"mu": z["mu"], "sigma": z["sigma"]})
-        log.info("reference features of %s (%s) from the cache %s", source, content["split"], file)
+        log.info("%s features of %s (%s) from the cache %s", desc, source, content["split"], file)
         return fs
     if dataset is None:
         dataset = _load_reference(source, split)
-    log.info("computing reference features of %d images of %s (%s)", len(dataset), source, content["split"])
-    fs = extract_features(dataset.images, extractor, batch_size, desc="reference features")
+    log.info("computing %s features of %d images of %s (%s)", desc, len(dataset), source, content["split"])
+    partial = folder / f"{key[:32]}.partial.npz" if use_cache else None
+    fs = extract_features(dataset.images, extractor, batch_size, desc=f"{desc} features", partial=partial)
     fs.info = {**info, "cache": "miss" if use_cache else "off"}
     if use_cache:
         folder.mkdir(parents=True, exist_ok=True)
@@ -154,4 +187,6 @@ def reference_features(source: str, split: str, extractor: InceptionFeatures,
             index = json.loads(index_path.read_text()) if index_path.exists() else {}
             index[ident] = content
             _atomic_write(index_path, lambda p: p.write_text(json.dumps(index, indent=1)))
+        if partial is not None and partial.exists():
+            partial.unlink()
     return fs
