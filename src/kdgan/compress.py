@@ -1,4 +1,4 @@
-"""Generator compression (AKDG, Chen et al. ICPR 2020): teacher loading, student sizing, the
+"""Generator compression (AKDG, Tsunashima et al., ICPR 2020): teacher loading, student sizing, the
 teacher-vs-student report (size, multiply-adds, speed, FID / KID, samples from the same z).
 """
 

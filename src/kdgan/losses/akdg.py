@@ -1,4 +1,4 @@
-"""Distillation losses of AKDG (Chen et al., "Adversarial Knowledge Distillation for a Compact
+"""Distillation losses of AKDG (Tsunashima et al., "Adversarial Knowledge Distillation for a Compact
 Generator", ICPR 2020; METHOD.md section 3): the MSE-KD baseline and the lambda-weighted sum.
 
 The adversarial distillation itself is an ordinary GAN game in which D_KD sees teacher samples

@@ -1,4 +1,4 @@
-"""Compact student generators of AKDG (Chen et al., ICPR 2020): a DCGAN-style CNN and an MLP.
+"""Compact student generators of AKDG (Tsunashima et al., ICPR 2020): a DCGAN-style CNN and an MLP.
 
 At their default widths they have the sizes the AKDG paper reports for 32x32 students
 (METHOD.md section 3): DCGAN 2.61M parameters and 229M multiply-adds per image, MLP 2.17M

@@ -111,16 +111,7 @@ class Trainer:
         if any(True for _ in self.D.parameters()):
             self.opt_D = torch.optim.Adam(self.D.parameters(), lr=cfg.d_lr, betas=cfg.betas, eps=cfg.adam_eps)
         self.augment = DiffAugment(cfg.diffaugment)
-        if self.G_teacher is not None:
-            self.objective = DistillObjective(cfg.compress_method, self.G_teacher, cfg.loss, self.augment,
-                                              cfg.z_dim, self.c_dim, cfg.akdg_weight, cfg.mse_alpha,
-                                              cfg.r1_gamma)
-        else:
-            lecam = None
-            if cfg.lecam_weight > 0:
-                lecam = LeCam(cfg.lecam_decay, cfg.lecam_start_steps, cfg.lecam_rectified).to(self.device)
-            self.objective = GANObjective(cfg.loss, self.augment, cfg.z_dim, self.c_dim, lecam,
-                                          cfg.lecam_weight, self._kd_settings(), cfg.r1_gamma)
+        self.objective = self._build_objective()
         self.autocast_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.precision]
         self.scalers = {k: torch.amp.GradScaler(self.device.type, enabled=cfg.precision == "fp16")
                         for k in ("G", "D")}
@@ -139,7 +130,19 @@ class Trainer:
         self._stop = threading.Event()
         self._eval: tuple | None = None  # (protocol, extractor, reference features), built lazily
 
-    # ------------------------------------------------------------------ distillation
+    # ------------------------------------------------------------------ objectives
+    def _build_objective(self) -> GANObjective | DistillObjective:
+        """The GAN game (with LeCam, R1 and KD-DLGAN as configured), or AKDG when compressing."""
+        cfg = self.cfg
+        if self.G_teacher is not None:
+            return DistillObjective(cfg.compress_method, self.G_teacher, cfg.loss, self.augment, cfg.z_dim,
+                                    self.c_dim, cfg.akdg_weight, cfg.mse_alpha, cfg.r1_gamma)
+        lecam = None
+        if cfg.lecam_weight > 0:
+            lecam = LeCam(cfg.lecam_decay, cfg.lecam_start_steps, cfg.lecam_rectified).to(self.device)
+        return GANObjective(cfg.loss, self.augment, cfg.z_dim, self.c_dim, lecam, cfg.lecam_weight,
+                            self._kd_settings(), cfg.r1_gamma)
+
     def _kd_settings(self) -> KDSettings | None:
         cfg = self.cfg
         terms = tuple(config_lib.kd_terms(cfg))

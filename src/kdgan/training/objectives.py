@@ -152,7 +152,7 @@ class Discriminators(nn.ModuleDict):
 
 
 class DistillObjective:
-    """AKDG and its baselines (Chen et al., ICPR 2020; METHOD.md section 3).
+    """AKDG and its baselines (Tsunashima et al., ICPR 2020; METHOD.md section 3).
 
     G is the student G_S; `G_teacher` is frozen. D is a `Discriminators` with the members the
     method needs. Each D phase draws one student batch G_S(z):
