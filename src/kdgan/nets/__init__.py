@@ -13,10 +13,12 @@ from torch import nn
 from kdgan.errors import KdganError
 from kdgan.nets.biggan import BigGANDiscriminator, BigGANGenerator
 from kdgan.nets.dcgan import DCGANGenerator, MLPGenerator
+from kdgan.nets.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator
 
 GENERATORS: dict[str, type[nn.Module]] = {"biggan": BigGANGenerator, "dcgan": DCGANGenerator,
-                                          "mlp": MLPGenerator}
-DISCRIMINATORS: dict[str, type[nn.Module]] = {"biggan": BigGANDiscriminator}
+                                          "mlp": MLPGenerator, "stylegan2": StyleGAN2Generator}
+DISCRIMINATORS: dict[str, type[nn.Module]] = {"biggan": BigGANDiscriminator,
+                                              "stylegan2": StyleGAN2Discriminator}
 
 
 def _build(registry: dict[str, type[nn.Module]], config: dict[str, Any]) -> nn.Module:

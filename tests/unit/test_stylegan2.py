@@ -1,0 +1,68 @@
+"""StyleGAN2 networks: modulated convolution by hand, resampling, shapes, conditioning, KD head."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from kdgan.nets import build_discriminator, build_generator
+from kdgan.nets.stylegan2 import downsample2x, minibatch_stddev, modulated_conv2d, upsample2x
+
+TINY = {"img_resolution": 16, "channel_base": 256, "channel_max": 32}
+TINY_G = {"arch": "stylegan2", "mapping_layers": 2, **TINY}
+
+
+def test_modulated_conv_equals_an_explicit_per_sample_convolution():
+    torch.manual_seed(0)
+    x, weight, styles = torch.randn(3, 4, 6, 6), torch.randn(5, 4, 3, 3), torch.randn(3, 4)
+    for demodulate in (True, False):
+        out = modulated_conv2d(x, weight, styles, demodulate=demodulate, padding=1)
+        for b in range(3):
+            w = weight * styles[b][None, :, None, None]
+            if demodulate:
+                w = w / (w.square().sum(dim=(1, 2, 3), keepdim=True) + 1e-8).sqrt()
+            torch.testing.assert_close(out[b:b + 1], F.conv2d(x[b:b + 1], w, padding=1), rtol=1e-5, atol=1e-5)
+
+
+def test_fir_resampling_keeps_shape_and_constant_images():
+    x = torch.full((2, 3, 8, 8), 0.7)
+    up, down = upsample2x(x), downsample2x(x)
+    assert up.shape == (2, 3, 16, 16) and down.shape == (2, 3, 4, 4)
+    torch.testing.assert_close(up[..., 2:-2, 2:-2], torch.full_like(up[..., 2:-2, 2:-2], 0.7))  # gain 4
+    torch.testing.assert_close(down[..., 1:-1, 1:-1], torch.full_like(down[..., 1:-1, 1:-1], 0.7))
+
+
+def test_generator_and_discriminator_shapes_conditioning_gradients_and_kd_head():
+    torch.manual_seed(0)
+    G = build_generator({"z_dim": 16, "c_dim": 3, "w_dim": 16, **TINY_G})
+    D = build_discriminator({"arch": "stylegan2", "c_dim": 3, "kd_dim": 7, **TINY})
+    z, labels = torch.randn(4, 16), torch.tensor([0, 1, 2, 0])
+    images = G(z, labels)
+    assert images.shape == (4, 3, 16, 16) and torch.isfinite(images).all()
+    logits, kd = D(images, labels, return_kd=True)
+    assert logits.shape == (4,) and kd.shape == (4, 7)
+    (logits.sum() + kd.sum()).backward()
+    assert G.const.grad.abs().sum() > 0 and G.mapping.fcs[0].weight.grad.abs().sum() > 0
+    assert D.fromrgb.weight.grad.abs().sum() > 0
+    G2 = build_generator(dict(G.config))
+    G2.load_state_dict(G.state_dict())  # rebuilt from its config
+    torch.testing.assert_close(G2(z, labels, noise_mode="const"), G(z, labels, noise_mode="const"))
+
+
+def test_style_mixing_and_truncation():
+    torch.manual_seed(0)
+    G = build_generator({"z_dim": 8, "c_dim": 0, "w_dim": 8, **TINY_G})
+    ws = G.mapping_ws(torch.randn(2, 8), None, mixing_prob=1.0)
+    same_as_first = (ws == ws[:, :1]).all(dim=2).all(dim=0)
+    assert same_as_first[0] and not same_as_first.all()  # a cut-off: later layers use another w
+    G.eval()
+    w = G.mapping(torch.randn(2, 8), None)
+    truncated = G.mapping(torch.randn(2, 8), None, truncation_psi=0.0)
+    torch.testing.assert_close(truncated, G.mapping.w_avg.expand_as(w))
+
+
+def test_minibatch_stddev_appends_one_channel_of_group_std():
+    x = torch.randn(8, 5, 4, 4)
+    y = minibatch_stddev(x, 4)
+    assert y.shape == (8, 6, 4, 4) and (y[:, -1] >= 0).all()
+    assert torch.equal(y[:, :5], x)
