@@ -4,6 +4,7 @@ teacher-vs-student report (size, multiply-adds, speed, FID / KID, samples from t
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -127,8 +128,6 @@ def count_macs_per_image(G: nn.Module) -> int:
 
 
 def _cpu_copy(G: nn.Module) -> nn.Module:
-    import copy
-
     return copy.deepcopy(G).cpu().eval() if next(G.parameters()).device.type != "cpu" else G.eval()
 
 
