@@ -22,12 +22,13 @@ from kdgan.data import ImageSet
 from kdgan.training.loop import Trainer
 
 
-def time_step(cfg, steps: int, repeats: int) -> tuple[float, str, str]:
+def time_step(cfg, steps: int, repeats: int, num_images: int = 1000) -> tuple[float, str, str]:
     """Median seconds per G step of `Trainer.train_step` for a config, the device name and the
-    peak-memory line. Random CIFAR-shaped data (1,000 images, 10 classes)."""
+    peak-memory line. Random data at the config's resolution (`num_images`, 10 classes)."""
     rng = np.random.default_rng(0)
-    data = ImageSet(rng.integers(0, 256, (1000, 32, 32, 3), dtype=np.uint8),
-                    rng.integers(0, 10, 1000), [str(i) for i in range(10)])
+    r = cfg.resolution
+    data = ImageSet(rng.integers(0, 256, (num_images, r, r, 3), dtype=np.uint8),
+                    rng.integers(0, 10, num_images), [str(i) for i in range(10)])
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(cfg, tmp, dataset=data)
         sync = torch.cuda.synchronize if trainer.device.type == "cuda" else (lambda: None)

@@ -24,10 +24,15 @@ class TrainConfig:
     conditional: bool = True  # class-conditional G and D when the data has labels
     xflip: bool = True  # random horizontal mirror of real images (dataset x2)
     # --- networks ---
-    arch: str = "biggan"  # G family: biggan | dcgan | mlp (the AKDG students)
+    arch: str = "biggan"  # G and D family: biggan | stylegan2; dcgan | mlp (AKDG students, BigGAN D)
     z_dim: int = 128  # latent size
     g_ch: int = 64  # G width: BigGAN channel multiplier (4 x g_ch at 32 px); dcgan base / mlp hidden units
     d_ch: int = 64  # D channel multiplier (BigGAN projection D, also D_KD when compressing)
+    w_dim: int = 512  # StyleGAN2: size of the intermediate latent w
+    channel_base: int = 16384  # StyleGAN2 G and D: channels at resolution r = min(channel_base / r, channel_max)
+    channel_max: int = 512  # StyleGAN2: channel cap
+    mapping_layers: int = 8  # StyleGAN2: depth of the mapping network (2 for low-shot)
+    mbstd_group: int = 4  # StyleGAN2 D: minibatch-stddev group size (must divide the per-process batch)
     # --- objective ---
     loss: str = "hinge"  # adversarial loss: hinge | ns (non-saturating)
     diffaugment: str = "translation,cutout"  # DiffAugment policy, comma separated; "" for none
@@ -54,7 +59,21 @@ class TrainConfig:
     prompts: str = ""  # named list, prompt file, or "" = "a {class}" for the data's classes
     teacher_compile: bool = False  # torch.compile the CLIP image tower (first steps pay the compile)
     kd_every: int = 1  # D steps between KD terms, weights x kd_every ("lazy", like lazy R1); 1 = paper
-    r1_gamma: float = 0.0  # R1 weight: gamma / 2 * E||grad_x D(x)||^2 on reals; 0 = off (AKDG: 10)
+    r1_gamma: float = 0.0  # R1 weight: gamma / 2 * E||grad_x D(x)||^2 on reals; 0 = off (AKDG, StyleGAN2: 10)
+    r1_every: int = 1  # lazy R1: on every K-th D step with weight x K (StyleGAN2: 16); 1 = every step
+    style_mixing: float = 0.0  # StyleGAN2: probability of style mixing per G forward (0.9 in StyleGAN2)
+    pl_weight: float = 0.0  # StyleGAN2 path-length regularisation weight; 0 = off (2 in StyleGAN2)
+    pl_every: int = 4  # lazy path-length: every K-th G step with weight x K
+    pl_decay: float = 0.01  # EMA rate of the path-length target
+    pl_batch_shrink: int = 2  # path-length batch = batch / shrink
+    # --- ADA / APA (METHOD.md 2.5, 2.6) ---
+    ada: str = ""  # ADA ops applied to all D inputs: "" = off | bgc (all listed) | blit,geom,color | op names
+    ada_target: float = 0.6  # r_t target of the adaptive p; 0 = p fixed at ada_p
+    ada_p: float = 0.0  # initial p of ADA
+    ada_kimg: float = 500.0  # thousands of images for p to move by 1 (ADA and APA)
+    ada_interval: int = 4  # D steps between p updates (ADA and APA)
+    apa: bool = False  # adaptive pseudo augmentation: real images swapped for detached fakes with prob p
+    apa_target: float = 0.6  # r_t target of APA's p
     # --- AKDG compression (METHOD.md section 3; `kdgan compress` sets these) ---
     compress_teacher: str = ""  # frozen teacher G (checkpoint, export folder, .safetensors); "" = off
     compress_method: str = "akdg"  # akdg | mse | mse+adv | vanilla (data only)
@@ -137,6 +156,49 @@ def _biggan_cifar(dataset: str, pct: int, variant: str, what: str, fields: dict[
     )
 
 
+# StyleGAN2 few-shot rows (METHOD.md 2.2 and 5): 256 px, batch 16, 300 kimg (AnimalFace 500),
+# non-saturating loss + lazy R1 (gamma 10, every 16 D steps), Adam 0.002 (0, 0.99), 2 mapping
+# layers, mirror flips. Not fixed by METHOD, so StyleGAN2-ADA's single-GPU defaults at batch
+# 16: G EMA half-life 5 kimg, style mixing 0.9, path length 2 (every 4 G steps), mbstd group 4.
+_SG2_LOWSHOT: dict[str, Any] = {
+    "arch": "stylegan2", "resolution": 256, "z_dim": 512, "w_dim": 512, "channel_base": 16384,
+    "channel_max": 512, "mapping_layers": 2, "mbstd_group": 4, "conditional": False, "loss": "ns",
+    "r1_gamma": 10.0, "r1_every": 16, "style_mixing": 0.9, "pl_weight": 2.0, "pl_every": 4,
+    "batch_size": 16, "d_steps": 1, "g_lr": 0.002, "d_lr": 0.002, "betas": (0.0, 0.99),
+    "ema_decay": 0.5 ** (16 / 5000), "ema_start_steps": 0, "diffaugment": "color,translation,cutout",
+    "eval_protocol": "fewshot", "eval_metric": "fid", "eval_every_steps": 1250,
+    "sample_every_steps": 1250, "ckpt_every_steps": 1250, "log_every_steps": 100,
+}
+_SG2_DATASETS = {  # preset name -> (data name, kimg, title, index into METHOD.md's few-shot rows)
+    "obama": ("obama", 300, "100-shot Obama", 0), "grumpy-cat": ("grumpy-cat", 300, "100-shot Grumpy Cat", 1),
+    "panda": ("panda", 300, "100-shot Panda", 2), "animalface-cat": ("animalface-cat", 500, "AnimalFace cat", 3),
+    "animalface-dog": ("animalface-dog", 500, "AnimalFace dog", 4),
+}
+_NO_DA = {"diffaugment": ""}
+_LECAM_SG2 = {"lecam_weight": 0.01}  # not given in METHOD: 0.01 keeps R_LC near the ns loss's scale
+_SG2_VARIANTS = [  # (suffix, description, fields, paper FIDs per dataset or None)
+    ("da", "DiffAugment (color,translation,cutout)", {}, (46.87, 27.08, 12.06, 42.44, 58.85)),
+    ("da-kd", "DiffAugment + KD-DLGAN (AGKD + CGKD, CLIP ViT-B/32)", _KD, (31.54, 20.13, 8.93, 32.99, 51.63)),
+    ("lecam", "LeCam + DiffAugment", _LECAM_SG2, (33.16, 24.93, 10.16, 34.18, 54.88)),
+    ("lecam-kd", "LeCam + DiffAugment + KD-DLGAN", {**_LECAM_SG2, **_KD}, (29.38, 19.65, 8.41, 31.89, 50.22)),
+    ("ada", "ADA (bgc, target 0.6)", {**_NO_DA, "ada": "bgc"}, None),
+    ("ada-kd", "ADA + KD-DLGAN", {**_NO_DA, "ada": "bgc", **_KD}, None),
+    ("apa", "APA (target 0.6)", {**_NO_DA, "apa": True}, None),
+    ("apa-kd", "APA + KD-DLGAN", {**_NO_DA, "apa": True, **_KD}, None),
+]
+
+
+def _stylegan2_fewshot(key: str, suffix: str, what: str, fields: dict[str, Any],
+                       fids: tuple[float, ...] | None) -> Preset:
+    data, kimg, title, index = _SG2_DATASETS[key]
+    return Preset(
+        name=f"stylegan2-{key}-{suffix}",
+        description=f"StyleGAN2 256px, {what}, {title} ({kimg} kimg)",
+        overrides={**_SG2_LOWSHOT, "data": data, "prompts": key, "steps": kimg * 1000 // 16, **fields},
+        paper_fid=fids[index] if fids else None,
+    )
+
+
 # The CPU demo: a 16-channel BigGAN on the 100 embedded LFW faces.
 _DEMO: dict[str, Any] = {
     "data": "lfw-faces", "g_ch": 16, "d_ch": 16, "z_dim": 64, "batch_size": 20,
@@ -167,8 +229,19 @@ PRESETS: dict[str, Preset] = {
                 "ckpt_every_steps": 2,
             },
         ),
+        Preset(
+            "stylegan2-tiny",
+            "Smallest StyleGAN2 (64 px, few channels), for tests and smoke runs",
+            {
+                **_SG2_LOWSHOT, "resolution": 64, "z_dim": 32, "w_dim": 32, "channel_base": 512,
+                "channel_max": 32, "batch_size": 8, "steps": 4, "r1_every": 2, "pl_every": 2,
+                "ema_start_steps": 2, "log_every_steps": 1, "sample_every_steps": 2, "ckpt_every_steps": 2,
+                "eval_every_steps": 0,
+            },
+        ),
         *(_biggan_cifar(ds, pct, *variant) for variant in _VARIANTS
           for ds in ("cifar10", "cifar100") for pct in (100, 20, 10)),
+        *(_stylegan2_fewshot(key, *variant) for key in _SG2_DATASETS for variant in _SG2_VARIANTS),
     ]
 }
 
@@ -238,11 +311,29 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         (cfg.batch_size >= 1, "batch_size must be at least 1"),
         (cfg.d_steps >= 1, "d_steps must be at least 1"),
         (cfg.steps >= 1, "steps must be at least 1"),
-        (cfg.resolution in (32, 64), "resolution must be 32 or 64 for the BigGAN networks"),
+        (cfg.arch == "stylegan2" or cfg.resolution in (32, 64),
+         "resolution must be 32 or 64 for the BigGAN networks (StyleGAN2: a power of two, 8 to 1024)"),
+        (cfg.arch != "stylegan2" or (8 <= cfg.resolution <= 1024 and not cfg.resolution & (cfg.resolution - 1)),
+         f"resolution {cfg.resolution} is not available for stylegan2; use a power of two from 8 to 1024"),
         (cfg.loss in ("hinge", "ns"), f"loss must be hinge or ns, not {cfg.loss!r}"),
         (cfg.precision in ("fp32", "bf16", "fp16"), "precision must be fp32, bf16 or fp16"),
-        (cfg.arch in ("biggan", "dcgan", "mlp"),
-         f"arch {cfg.arch!r} is not available; use biggan, dcgan or mlp"),
+        (cfg.arch in ("biggan", "stylegan2", "dcgan", "mlp"),
+         f"arch {cfg.arch!r} is not available; use biggan, stylegan2, dcgan or mlp"),
+        (min(cfg.w_dim, cfg.channel_base, cfg.channel_max, cfg.mapping_layers, cfg.mbstd_group) >= 1,
+         "w_dim, channel_base, channel_max, mapping_layers and mbstd_group must be at least 1"),
+        (cfg.r1_every >= 1 and cfg.pl_every >= 1 and cfg.pl_batch_shrink >= 1,
+         "r1_every, pl_every and pl_batch_shrink must be at least 1"),
+        (0 <= cfg.style_mixing <= 1, "style_mixing is a probability in [0, 1]"),
+        (cfg.pl_weight >= 0 and 0 < cfg.pl_decay <= 1, "pl_weight >= 0 and pl_decay in (0, 1]"),
+        (cfg.arch == "stylegan2" or (cfg.style_mixing == 0 and cfg.pl_weight == 0),
+         "style_mixing and pl_weight need the StyleGAN2 generator; use --set arch=stylegan2 or set them to 0"),
+        (0 <= cfg.ada_target < 1 and 0 <= cfg.ada_p <= 1 and 0 <= cfg.apa_target < 1,
+         "ada_target and apa_target must be in [0, 1) (0.6 in the papers), ada_p in [0, 1]"),
+        (cfg.ada_kimg > 0 and cfg.ada_interval >= 1, "ada_kimg must be > 0 and ada_interval >= 1"),
+        (not ((cfg.apa or cfg.ada) and cfg.compress_teacher),
+         "ADA and APA are for GAN training, not generator compression; drop --set ada / apa"),
+        (not (cfg.arch == "stylegan2" and cfg.compress_teacher),
+         "StyleGAN2 students are not available for compression; use --student dcgan, mlp or same"),
         (cfg.g_ch >= 1 and cfg.d_ch >= 1, "g_ch and d_ch must be at least 1"),
         (cfg.r1_gamma >= 0, "r1_gamma must be >= 0 (0 turns R1 off)"),
         (cfg.compress_method in COMPRESS_METHODS,
@@ -278,8 +369,10 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         if not ok:
             raise KdganError(f"invalid config: {message}")
     from kdgan.augment import parse_policy
+    from kdgan.augment.ada import parse_ops
 
     parse_policy(cfg.diffaugment)
+    parse_ops(cfg.ada)
     return cfg
 
 

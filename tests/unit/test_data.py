@@ -177,3 +177,29 @@ def test_write_image_folder_helper_is_deterministic(tmp_path):
     a = write_image_folder(tmp_path / "a", {"x": 2})
     b = write_image_folder(tmp_path / "b", {"x": 2})
     assert (a / "x" / "000.png").read_bytes() == (b / "x" / "000.png").read_bytes()
+
+
+def test_fewshot_names_read_the_cached_zip_and_fail_clearly_offline(tmp_path, monkeypatch):
+    import urllib.request
+
+    from kdgan.data import fewshot
+
+    monkeypatch.setenv("KDGAN_DATA_DIR", str(tmp_path / "data"))
+
+    def offline(url, filename):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(urllib.request, "urlretrieve", offline)
+    with pytest.raises(KdganError, match=r"could not download the few-shot set 100-shot-obama .*"
+                                         r"hanlab.mit.edu/projects/data-efficient-gans/datasets/100-shot-obama.zip"):
+        load_images("obama")
+    assert not list((tmp_path / "data").glob("*.part"))
+    (tmp_path / "data").mkdir(exist_ok=True)
+    with zipfile.ZipFile(tmp_path / "data" / "100-shot-obama.zip", "w") as zf:
+        for i in range(3):
+            buf = io.BytesIO()
+            Image.new("RGB", (40, 40), (i * 50, 10, 10)).save(buf, format="PNG")
+            zf.writestr(f"img/{i}.png", buf.getvalue())
+    ds, skipped = load_images("obama", resolution=32)
+    assert len(ds) == 3 and ds.images.shape[1:] == (32, 32, 3) and not skipped
+    assert fewshot.canonical("grumpy-cat") == "100-shot-grumpy_cat" and fewshot.canonical("x") is None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 import torch.nn.functional as F
 
@@ -15,8 +17,8 @@ TINY_G = {"arch": "stylegan2", "mapping_layers": 2, **TINY}
 def test_modulated_conv_equals_an_explicit_per_sample_convolution():
     torch.manual_seed(0)
     x, weight, styles = torch.randn(3, 4, 6, 6), torch.randn(5, 4, 3, 3), torch.randn(3, 4)
-    for demodulate in (True, False):
-        out = modulated_conv2d(x, weight, styles, demodulate=demodulate, padding=1)
+    for demodulate, fused in itertools.product((True, False), (True, False)):
+        out = modulated_conv2d(x, weight, styles, demodulate=demodulate, padding=1, fused=fused)
         for b in range(3):
             w = weight * styles[b][None, :, None, None]
             if demodulate:
@@ -66,3 +68,9 @@ def test_minibatch_stddev_appends_one_channel_of_group_std():
     y = minibatch_stddev(x, 4)
     assert y.shape == (8, 6, 4, 4) and (y[:, -1] >= 0).all()
     assert torch.equal(y[:, :5], x)
+    # groups are consecutive samples: the statistic of samples 0-3 ignores samples 4-7
+    x2 = x.clone()
+    x2[4:] += 100 * torch.randn(4, 5, 4, 4)
+    assert torch.equal(minibatch_stddev(x2, 4)[:4, -1], y[:4, -1])
+    ref = x[:4].std(dim=0, unbiased=False).mean()
+    torch.testing.assert_close(y[0, -1, 0, 0], ref, atol=1e-4, rtol=1e-4)

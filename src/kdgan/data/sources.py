@@ -101,7 +101,9 @@ def load_images(
     """Load every image of a source.
 
     Args:
-        src: a built-in name (`lfw-faces`, `cifar10`, `cifar100`), an image folder, a zip of
+        src: a built-in name (`lfw-faces`, `cifar10`, `cifar100`), a few-shot set name
+            (`obama`, `grumpy-cat`, `panda`, `animalface-cat`, `animalface-dog`, downloaded
+            once when online; see kdgan.data.fewshot), an image folder, a zip of
             images, a CIFAR python archive, or a `kdgan data prepare` output (zip or folder).
             Class labels come from sub-folders; `train/<class>/...` and `test/<class>/...`
             layouts are read by `split`.
@@ -112,7 +114,7 @@ def load_images(
     Returns:
         The image set and a list of (file, reason) for every skipped file.
     """
-    from kdgan.data import builtin, cifar
+    from kdgan.data import builtin, cifar, fewshot
 
     name = str(src)
     if name in builtin.BUILTIN:
@@ -120,10 +122,13 @@ def load_images(
     if name in cifar.CIFAR_NAMES or cifar.is_cifar_archive(name):
         return cifar.load(name, split, resolution), []
     path = Path(name).expanduser()
+    if not path.exists() and fewshot.canonical(name):
+        path = fewshot.fetch(name)
     if not path.exists():
+        names = [*builtin.BUILTIN, *cifar.CIFAR_NAMES, *fewshot.ALIASES]
         raise KdganError(
             f"data path {path} does not exist; pass an image folder, a zip, a CIFAR archive, "
-            f"or a built-in name ({', '.join([*builtin.BUILTIN, *cifar.CIFAR_NAMES])})"
+            f"or a dataset name ({', '.join(names)})"
         )
     entries = _open_entries(path)
     if DATASET_JSON in entries.names:

@@ -1,6 +1,8 @@
-"""Discriminator regularisers that carry training state (saved in checkpoints)."""
+"""Regularisers of D (LeCam, R1) and G (path length); stateful ones keep their state in buffers."""
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -45,3 +47,32 @@ def r1_penalty(real_logits: torch.Tensor, real_images: torch.Tensor) -> torch.Te
     """
     (grad,) = torch.autograd.grad(real_logits.float().sum(), real_images, create_graph=True)
     return grad.float().square().flatten(1).sum(1).mean()
+
+
+class PathLengthPenalty(nn.Module):
+    """StyleGAN2 path-length regularisation (Karras et al., CVPR 2020).
+
+    For images G(w) and y ~ N(0, I) / sqrt(H W), the length a = ||J_w^T y|| (per sample, the
+    gradient of sum(G(w) * y) with respect to the per-layer w, squared-summed over w_dim and
+    averaged over layers, then the square root) is pulled towards its running mean `mean`
+    (EMA rate `decay`; a buffer, so checkpointed). Returns mean((a - mean)^2).
+    """
+
+    def __init__(self, decay: float = 0.01):
+        super().__init__()
+        self.decay = decay
+        self.register_buffer("mean", torch.zeros(()))
+
+    def forward(self, G: nn.Module, z: torch.Tensor, labels: torch.Tensor, mixing_prob: float = 0.0) -> torch.Tensor:
+        ws = G.mapping_ws(z, labels, mixing_prob=mixing_prob)
+        images = G.synthesis(ws)
+        noise = torch.randn_like(images) / math.sqrt(images.shape[2] * images.shape[3])
+        (grad,) = torch.autograd.grad((images * noise).sum(), ws, create_graph=True)
+        lengths = grad.float().square().sum(2).mean(1).sqrt()
+        with torch.no_grad():
+            batch_mean = lengths.mean()
+            if torch.distributed.is_available() and torch.distributed.is_initialized():
+                torch.distributed.all_reduce(batch_mean)  # the same target on every rank
+                batch_mean /= torch.distributed.get_world_size()
+            self.mean.copy_(self.mean.lerp(batch_mean, self.decay))
+        return (lengths - self.mean).square().mean()

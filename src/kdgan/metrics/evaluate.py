@@ -78,9 +78,14 @@ def generate_uint8(G: nn.Module, num: int, seed: int, batch_size: int = 100,
     was_training = G.training
     G.eval()
     out = []
-    for start in range(0, num, batch_size):
-        x = G(z[start:start + batch_size].to(device), labels[start:start + batch_size].to(device))
-        out.append(to_uint8(x).numpy())
+    device = torch.device(device)
+    # Per-layer noise (StyleGAN2) draws from the global RNG: fork it, so the images depend on
+    # `seed` alone and the caller's (training) RNG stream is untouched.
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        for start in range(0, num, batch_size):
+            x = G(z[start:start + batch_size].to(device), labels[start:start + batch_size].to(device))
+            out.append(to_uint8(x).numpy())
     G.train(was_training)
     return np.concatenate(out)
 

@@ -89,15 +89,27 @@ class EqualConv2d(nn.Module):
 
 
 def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor,
-                     demodulate: bool = True, padding: int = 1) -> torch.Tensor:
-    """StyleGAN2's modulated convolution as one grouped convolution.
+                     demodulate: bool = True, padding: int = 1, fused: bool | None = None) -> torch.Tensor:
+    """StyleGAN2's modulated convolution.
 
     x (B, C_in, H, W), weight (C_out, C_in, k, k), styles (B, C_in): each sample's kernel is
     weight * styles[b] over input channels, divided (demodulate) by its L2 norm per output
-    channel (+ 1e-8), so outputs keep unit variance.
+    channel (+ 1e-8), so outputs keep unit variance. Two equal computations: `fused` builds
+    the per-sample kernels and runs one grouped convolution; unfused (the default for
+    batches > 1, as NVlabs trains) scales the input by the styles, runs one ordinary
+    convolution with the shared weight and scales the output by the demodulation
+    coefficients, which is much faster for training batches on GPU and CPU.
     """
     b, c_in, h, w = x.shape
     c_out = weight.shape[0]
+    if fused is None:
+        fused = b == 1
+    if not fused:
+        out = F.conv2d(x * styles[:, :, None, None].to(x.dtype), weight.to(x.dtype), padding=padding)
+        if demodulate:
+            norms = (weight.square().sum(dim=(2, 3))[None] * styles.square()[:, None, :]).sum(dim=2)
+            out = out * torch.rsqrt(norms + 1e-8)[:, :, None, None].to(out.dtype)  # (B, C_out)
+        return out
     wts = weight[None] * styles[:, None, :, None, None]  # (B, C_out, C_in, k, k)
     if demodulate:
         wts = wts * torch.rsqrt(wts.square().sum(dim=(2, 3, 4), keepdim=True) + 1e-8)
@@ -261,12 +273,19 @@ class DBlockResidual(nn.Module):
 
 
 def minibatch_stddev(x: torch.Tensor, group_size: int = 4) -> torch.Tensor:
-    """Append one channel: the std over groups of samples, averaged over channels and pixels."""
+    """Append one channel: the std over a group of samples, averaged over channels and pixels.
+
+    Groups are runs of consecutive samples (NVlabs strides them; for i.i.d. batches the two
+    are the same), so a batch made by concatenating sets whose sizes are multiples of the
+    group size, like D's one pass over cat([fake, real]), never mixes the sets in a group.
+    """
     b, c, h, w = x.shape
-    g = min(group_size, b) if b % min(group_size, b) == 0 else 1
-    y = x.reshape(g, -1, c, h, w).float()
-    y = (y - y.mean(0)).square().mean(0).add(1e-8).sqrt().mean(dim=(1, 2, 3))  # (B / g,)
-    y = y.reshape(-1, 1, 1, 1).repeat(g, 1, h, w).to(x.dtype)
+    g = min(group_size, b)
+    while b % g:
+        g -= 1
+    y = x.reshape(-1, g, c, h, w).float()
+    y = (y - y.mean(1, keepdim=True)).square().mean(1).add(1e-8).sqrt().mean(dim=(1, 2, 3))  # (B / g,)
+    y = y.repeat_interleave(g).reshape(-1, 1, 1, 1).expand(b, 1, h, w).to(x.dtype)
     return torch.cat([x, y], dim=1)
 
 

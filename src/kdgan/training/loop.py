@@ -18,17 +18,24 @@ import torch.distributed as dist
 
 from kdgan import config as config_lib
 from kdgan.augment import DiffAugment
+from kdgan.augment.ada import ADAugment, AdaptiveP, Augment
 from kdgan.config import RESUMABLE_FIELDS, TrainConfig
 from kdgan.data import ImageSet, load_images, select_subset, to_model_range, to_uint8
 from kdgan.errors import KdganError, TrainingDiverged
-from kdgan.losses.regularizers import LeCam
+from kdgan.losses.regularizers import LeCam, PathLengthPenalty
 from kdgan.nets import build_discriminator, build_generator, save_generator
 from kdgan.teachers import build_teacher
 from kdgan.teachers.prompts import resolve_prompts
 from kdgan.training.checkpoint import FORMAT, CheckpointManager
 from kdgan.training.ema import ema_decay_at, update_ema
 from kdgan.training.monitor import RunMonitor, save_image_grid
-from kdgan.training.objectives import Discriminators, DistillObjective, GANObjective, KDSettings
+from kdgan.training.objectives import (
+    Discriminators,
+    DistillObjective,
+    GANObjective,
+    KDSettings,
+    Regularization,
+)
 from kdgan.utils.dist import (
     average_gradients,
     broadcast_module,
@@ -53,6 +60,20 @@ def load_training_set(cfg: TrainConfig) -> ImageSet:
         log.warning("... and %d more unreadable files", len(skipped) - 20)
     indices = select_subset(len(ds), cfg.data_fraction, cfg.data_seed, ds.labels, cfg.data_balanced)
     return ds.take(indices)
+
+
+def net_configs(cfg: TrainConfig, c_dim: int, kd_dim: int = 0) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Config dicts of G and D for a run: StyleGAN2 G and D, or a BigGAN / DCGAN / MLP G with
+    the BigGAN projection D (the AKDG students are judged by a BigGAN D)."""
+    if cfg.arch == "stylegan2":
+        common = {"arch": "stylegan2", "c_dim": c_dim, "img_resolution": cfg.resolution,
+                  "channel_base": cfg.channel_base, "channel_max": cfg.channel_max}
+        g = {**common, "z_dim": cfg.z_dim, "w_dim": cfg.w_dim, "mapping_layers": cfg.mapping_layers}
+        d = {**common, "kd_dim": kd_dim, "mbstd_group": cfg.mbstd_group}
+        return g, d
+    g = {"arch": cfg.arch, "z_dim": cfg.z_dim, "c_dim": c_dim, "img_resolution": cfg.resolution, "ch": cfg.g_ch}
+    d = {"arch": "biggan", "c_dim": c_dim, "img_resolution": cfg.resolution, "ch": cfg.d_ch, "kd_dim": kd_dim}
+    return g, d
 
 
 class Trainer:
@@ -94,10 +115,13 @@ class Trainer:
             self.teacher = build_teacher(cfg.teacher, cfg.teacher_model, cfg.teacher_weights,
                                          cfg.clip_input, self.device, use_compile=cfg.teacher_compile)
         seed_all(cfg.seed)  # identical initialisation on every rank
-        self.G = build_generator({"arch": cfg.arch, "z_dim": cfg.z_dim, "c_dim": self.c_dim,
-                                  "img_resolution": cfg.resolution, "ch": cfg.g_ch}).to(self.device)
-        d_config = {"arch": "biggan", "c_dim": self.c_dim, "img_resolution": cfg.resolution, "ch": cfg.d_ch,
-                    "kd_dim": self.teacher.dim if self.teacher else 0}
+        g_config, d_config = net_configs(cfg, self.c_dim, self.teacher.dim if self.teacher else 0)
+        if cfg.arch == "stylegan2" and self.local_batch % d_config["mbstd_group"]:
+            raise KdganError(
+                f"the per-process batch {self.local_batch} is not a multiple of mbstd_group "
+                f"{cfg.mbstd_group}; choose a batch size that is, or --set mbstd_group=1"
+            )
+        self.G = build_generator(g_config).to(self.device)
         if self.G_teacher is None:
             self.D = build_discriminator(d_config).to(self.device)
         else:  # D_S and/or D_KD, both with the data discriminator's architecture
@@ -110,7 +134,16 @@ class Trainer:
         self.opt_D = None  # MSE distillation trains no discriminator
         if any(True for _ in self.D.parameters()):
             self.opt_D = torch.optim.Adam(self.D.parameters(), lr=cfg.d_lr, betas=cfg.betas, eps=cfg.adam_eps)
-        self.augment = DiffAugment(cfg.diffaugment)
+        self.ada_p = self.apa_p = None  # adaptive probabilities (state of the objective)
+        if cfg.ada:
+            self.ada_p = AdaptiveP(cfg.ada_target, cfg.batch_size, cfg.ada_interval, cfg.ada_kimg, cfg.ada_p)
+        if cfg.apa:
+            self.apa_p = AdaptiveP(cfg.apa_target, cfg.batch_size, cfg.ada_interval, cfg.ada_kimg)
+        for control in (self.ada_p, self.apa_p):
+            if control is not None:
+                control.to(self.device)
+        self.augment = Augment(DiffAugment(cfg.diffaugment),
+                               ADAugment(cfg.ada, self.ada_p) if cfg.ada else None)
         self.objective = self._build_objective()
         self.autocast_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.precision]
         self.scalers = {k: torch.amp.GradScaler(self.device.type, enabled=cfg.precision == "fp16")
@@ -140,8 +173,13 @@ class Trainer:
         lecam = None
         if cfg.lecam_weight > 0:
             lecam = LeCam(cfg.lecam_decay, cfg.lecam_start_steps, cfg.lecam_rectified).to(self.device)
+        reg = Regularization(
+            r1_gamma=cfg.r1_gamma, r1_every=cfg.r1_every,
+            pl=PathLengthPenalty(cfg.pl_decay).to(self.device) if cfg.pl_weight > 0 else None,
+            pl_weight=cfg.pl_weight, pl_every=cfg.pl_every, pl_batch_shrink=cfg.pl_batch_shrink,
+            style_mixing=cfg.style_mixing, ada=self.ada_p, apa=self.apa_p)
         return GANObjective(cfg.loss, self.augment, cfg.z_dim, self.c_dim, lecam, cfg.lecam_weight,
-                            self._kd_settings(), cfg.r1_gamma)
+                            self._kd_settings(), reg=reg)
 
     def _kd_settings(self) -> KDSettings | None:
         cfg = self.cfg
@@ -237,7 +275,7 @@ class Trainer:
                 logs[k] = logs.get(k, 0.0) + v.detach() / cfg.d_steps
         self.D.requires_grad_(False)  # no D weight gradients in the G phase
         with self._autocast():
-            terms, stats = self.objective.g_terms(self.G, self.D, self.local_batch, self.device)
+            terms, stats = self.objective.g_terms(self.G, self.D, self.local_batch, self.device, self.step)
         self._optimize("G", terms)
         self.D.requires_grad_(True)
         logs.update({k: v.detach() for k, v in {**terms, **stats}.items()})

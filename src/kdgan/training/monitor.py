@@ -84,8 +84,9 @@ class RunMonitor:
             for k, v in scalars.items():
                 self.tb.add_scalar(k, v, step)
         if self.bar is not None:
-            short = {k.split("/", 1)[-1] if k.startswith("perf") else k: v for k, v in scalars.items()
-                     if not k.startswith("stats/")}
+            shown = ("stats/ada_p", "stats/apa_p")  # the adaptive probabilities are worth watching
+            short = {k.split("/", 1)[-1] if k.startswith(("perf", "stats")) else k: v
+                     for k, v in scalars.items() if not k.startswith("stats/") or k in shown}
             self._postfix.update({k: f"{v:.3g}" for k, v in short.items()})
             self.bar.set_postfix(self._postfix, refresh=False)
         return scalars

@@ -11,10 +11,26 @@ from torch import nn
 from kdgan.losses.adversarial import ADVERSARIAL_LOSSES
 from kdgan.losses.akdg import mse_distillation
 from kdgan.losses.kd_dlgan import agkd_loss, cgkd_loss, pairwise_diversity
-from kdgan.losses.regularizers import LeCam, r1_penalty
+from kdgan.augment.ada import AdaptiveP
+from kdgan.losses.regularizers import LeCam, PathLengthPenalty, r1_penalty
 from kdgan.teachers.base import Teacher
 
 Terms = dict[str, torch.Tensor]
+
+
+@dataclass
+class Regularization:
+    """Lazy R1, path length, style mixing, ADA / APA controllers (METHOD.md 2.2, 2.5, 2.6)."""
+
+    r1_gamma: float = 0.0
+    r1_every: int = 1  # R1 on D steps that are multiples of it, weight x r1_every
+    pl: PathLengthPenalty | None = None
+    pl_weight: float = 0.0
+    pl_every: int = 4  # path length on G steps that are multiples of it, weight x pl_every
+    pl_batch_shrink: int = 2
+    style_mixing: float = 0.0  # StyleGAN2 generators only
+    ada: AdaptiveP | None = None  # p of the ADA pipeline inside the objective's augment
+    apa: AdaptiveP | None = None  # p of adaptive pseudo augmentation
 
 
 @dataclass
@@ -43,29 +59,41 @@ class GANObjective:
     """The adversarial game with augmentation T applied to everything D sees (METHOD 1.5, 2.3).
 
     D phase:  L_D = loss_d(D(T(x)), D(T(G(z)))) [+ w_lc R_LC] [+ L_AGKD] [+ L_CGKD] [+ gamma/2 R1]
-    G phase:  L_G = loss_g(D(T(G(z))))          [+ w_pd L_PD  when pd_mode = generator]
+    G phase:  L_G = loss_g(D(T(G(z))))          [+ w_pd L_PD  when pd_mode = generator] [+ w_pl PL]
     Fake labels are drawn uniformly over the classes, as in BigGAN. R1 is taken with respect to
-    the un-augmented real images (as StyleGAN2-ADA does).
+    the un-augmented real images (as StyleGAN2-ADA does); lazily (every r1_every-th D step,
+    weight x r1_every, in the same optimiser step as the main loss). T is the augment module:
+    ADA (probability `reg.ada.p`) then DiffAugment. With APA, each real image is swapped with
+    probability `reg.apa.p` for a detached generated one (its label too) before anything else.
+    ADA's and APA's p follow sign(D(real)) of the batches D labels real.
     """
 
     def __init__(self, loss: str, augment: nn.Module, z_dim: int, c_dim: int,
                  lecam: LeCam | None = None, lecam_weight: float = 0.0, kd: KDSettings | None = None,
-                 r1_gamma: float = 0.0):
+                 r1_gamma: float = 0.0, reg: Regularization | None = None):
         self.loss_d, self.loss_g = ADVERSARIAL_LOSSES[loss]
         self.loss_name = loss
         self.augment = augment
         self.z_dim, self.c_dim = z_dim, c_dim
         self.lecam, self.lecam_weight = lecam, lecam_weight
         self.kd = kd
-        self.r1_gamma = r1_gamma
+        self.reg = reg if reg is not None else Regularization(r1_gamma=r1_gamma)
+        self.r1_gamma = self.reg.r1_gamma
+        self.g_kwargs = {"mixing_prob": self.reg.style_mixing} if self.reg.style_mixing > 0 else {}
+
+    def _stateful(self) -> dict[str, nn.Module]:
+        members = {"lecam": self.lecam, "ada": self.reg.ada, "apa": self.reg.apa, "pl": self.reg.pl}
+        return {k: m for k, m in members.items() if m is not None}
 
     def state_dict(self) -> dict:
-        """Training state of the objective (LeCam anchors); the teacher is never saved."""
-        return {"lecam": self.lecam.state_dict()} if self.lecam is not None else {}
+        """Training state of the objective (LeCam anchors, ADA / APA p, path-length mean);
+        the teacher is never saved."""
+        return {k: m.state_dict() for k, m in self._stateful().items()}
 
     def load_state_dict(self, state: dict) -> None:
-        if self.lecam is not None and "lecam" in state:
-            self.lecam.load_state_dict(state["lecam"])
+        for k, m in self._stateful().items():
+            if k in state:
+                m.load_state_dict(state[k])
 
     def sample_latents(self, batch_size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """z ~ N(0, I) (B, z_dim) and labels ~ U{0..c_dim-1} (B,) (zeros when unconditional)."""
@@ -78,10 +106,20 @@ class GANObjective:
         """D loss terms and statistics for one real batch (B, 3, R, R) in [-1, 1]; `d_step` is the
         global D-step index (KD runs when it is a multiple of kd.every)."""
         b = real_images.shape[0]
-        z, fake_labels = self.sample_latents(b, real_images.device)
+        reg = self.reg
+        apa_p = reg.apa.value if reg.apa is not None else 0.0
+        z, fake_labels = self.sample_latents(2 * b if apa_p > 0 else b, real_images.device)
         with torch.no_grad():
-            fake_images = G(z, fake_labels).to(real_images.dtype)
-        if self.r1_gamma > 0:
+            fake_images = G(z, fake_labels, **self.g_kwargs).to(real_images.dtype)
+        swapped = None
+        if apa_p > 0:  # APA: pseudo-real images from the second half of the batch
+            fake_images, pseudo = fake_images.split([b, b])
+            fake_labels, pseudo_labels = fake_labels.split([b, b])
+            swapped = torch.rand(b, device=real_images.device) < apa_p
+            real_images = torch.where(swapped.view(b, 1, 1, 1), pseudo, real_images)
+            real_labels = torch.where(swapped, pseudo_labels, real_labels)
+        use_r1 = reg.r1_gamma > 0 and d_step % reg.r1_every == 0
+        if use_r1:
             real_images = real_images.detach().requires_grad_(True)
         clean = torch.cat([fake_images, real_images])
         seen = self.augment(clean)  # one D pass over fake and real: one spectral-norm iteration
@@ -99,14 +137,20 @@ class GANObjective:
         if self.lecam is not None:
             self.lecam.update(real_logits, fake_logits)
             terms["d/lecam"] = self.lecam_weight * self.lecam(real_logits, fake_logits)
-        if self.r1_gamma > 0:
-            terms["d/r1"] = self.r1_gamma / 2 * r1_penalty(real_logits, real_images)
+        if use_r1:
+            terms["d/r1"] = reg.r1_every * reg.r1_gamma / 2 * r1_penalty(real_logits, real_images)
         if use_kd:
-            terms.update(self._kd_terms(seen, clean, student.float(), b, real_indices))
+            terms.update(self._kd_terms(seen, clean, student.float(), b, real_indices, swapped))
+        for name, control in (("ada", reg.ada), ("apa", reg.apa)):
+            if control is not None:
+                stats[f"stats/{name}_p"] = control.p.detach().clone()
+                stats[f"stats/{name}_rt"] = control.rt.float().clone()
+                control.accumulate(real_logits)
+                control.adjust(d_step)
         return terms, stats
 
     def _kd_terms(self, seen: torch.Tensor, clean: torch.Tensor, student: torch.Tensor, b: int,
-                  real_indices: torch.Tensor | None) -> Terms:
+                  real_indices: torch.Tensor | None, swapped: torch.Tensor | None = None) -> Terms:
         kd = self.kd
         with torch.no_grad():  # the teacher is frozen: no gradient to it or through it here
             if kd.clip_on == "augmented":
@@ -114,6 +158,9 @@ class GANObjective:
             else:
                 target_fake = kd.teacher.image_features(clean[:b])
                 target_real = kd.clean_real_features(real_indices)
+                if swapped is not None and bool(swapped.any()):  # APA: not the cached dataset image
+                    target_real = target_real.clone()
+                    target_real[swapped] = kd.teacher.image_features(clean[b:][swapped]).to(target_real.dtype)
         student_fake, student_real = student.split([b, b])
         terms: Terms = {}
         if "agkd" in kd.terms:
@@ -127,17 +174,24 @@ class GANObjective:
                 kd.cgkd_distance, kd.cgkd_fake_only)
         return terms
 
-    def g_terms(self, G: nn.Module, D: nn.Module, batch_size: int,
-                device: torch.device) -> tuple[Terms, Terms]:
-        """G loss terms for one batch of fresh latents."""
+    def g_terms(self, G: nn.Module, D: nn.Module, batch_size: int, device: torch.device,
+                g_step: int = 0) -> tuple[Terms, Terms]:
+        """G loss terms for one batch of fresh latents; `g_step` is the global G-step index."""
         z, labels = self.sample_latents(batch_size, device)
-        seen = self.augment(G(z, labels))
+        seen = self.augment(G(z, labels, **self.g_kwargs))
         terms = {f"g/{self.loss_name}": self.loss_g(D(seen, labels))}
         if self.kd is not None and self.kd.pd_mode == "generator":
             # gradients flow through the frozen teacher into G (its weights stay untouched)
             features = self.kd.teacher.image_features(seen)
             terms["g/pd"] = self.kd.pd_weight * pairwise_diversity(features, self.kd.text, self.kd.cgkd_norm)
-        return terms, {}
+        stats: Terms = {}
+        reg = self.reg
+        if reg.pl is not None and reg.pl_weight > 0 and g_step % reg.pl_every == 0:
+            n = max(1, batch_size // reg.pl_batch_shrink)
+            z_pl, labels_pl = self.sample_latents(n, device)
+            terms["g/pl"] = reg.pl_every * reg.pl_weight * reg.pl(G, z_pl, labels_pl, reg.style_mixing)
+            stats["stats/pl_mean"] = reg.pl.mean.detach().clone()
+        return terms, stats
 
 
 class Discriminators(nn.ModuleDict):
@@ -225,8 +279,8 @@ class DistillObjective:
             stats.update(s)
         return terms, stats
 
-    def g_terms(self, G: nn.Module, D: nn.Module, batch_size: int,
-                device: torch.device) -> tuple[Terms, Terms]:
+    def g_terms(self, G: nn.Module, D: nn.Module, batch_size: int, device: torch.device,
+                g_step: int = 0) -> tuple[Terms, Terms]:
         """The student's loss terms for one batch of fresh latents."""
         z, labels = self.sample_latents(batch_size, device)
         student = G(z, labels)
