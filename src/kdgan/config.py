@@ -29,7 +29,7 @@ class TrainConfig:
     g_ch: int = 64  # G width: BigGAN channel multiplier (4 x g_ch at 32 px); dcgan base / mlp hidden units
     d_ch: int = 64  # D channel multiplier (BigGAN projection D, also D_KD when compressing)
     w_dim: int = 512  # StyleGAN2: size of the intermediate latent w
-    channel_base: int = 16384  # StyleGAN2 G and D: channels at resolution r = min(channel_base / r, channel_max)
+    channel_base: int = 16384  # StyleGAN2 G and D: channels at r: min(channel_base / r, channel_max)
     channel_max: int = 512  # StyleGAN2: channel cap
     mapping_layers: int = 8  # StyleGAN2: depth of the mapping network (2 for low-shot)
     mbstd_group: int = 4  # StyleGAN2 D: minibatch-stddev group size (must divide the per-process batch)
@@ -171,7 +171,8 @@ _SG2_LOWSHOT: dict[str, Any] = {
 }
 _SG2_DATASETS = {  # preset name -> (data name, kimg, title, index into METHOD.md's few-shot rows)
     "obama": ("obama", 300, "100-shot Obama", 0), "grumpy-cat": ("grumpy-cat", 300, "100-shot Grumpy Cat", 1),
-    "panda": ("panda", 300, "100-shot Panda", 2), "animalface-cat": ("animalface-cat", 500, "AnimalFace cat", 3),
+    "panda": ("panda", 300, "100-shot Panda", 2),
+    "animalface-cat": ("animalface-cat", 500, "AnimalFace cat", 3),
     "animalface-dog": ("animalface-dog", 500, "AnimalFace dog", 4),
 }
 _NO_DA = {"diffaugment": ""}
@@ -313,7 +314,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         (cfg.steps >= 1, "steps must be at least 1"),
         (cfg.arch == "stylegan2" or cfg.resolution in (32, 64),
          "resolution must be 32 or 64 for the BigGAN networks (StyleGAN2: a power of two, 8 to 1024)"),
-        (cfg.arch != "stylegan2" or (8 <= cfg.resolution <= 1024 and not cfg.resolution & (cfg.resolution - 1)),
+        (cfg.arch != "stylegan2"
+         or (8 <= cfg.resolution <= 1024 and not cfg.resolution & (cfg.resolution - 1)),
          f"resolution {cfg.resolution} is not available for stylegan2; use a power of two from 8 to 1024"),
         (cfg.loss in ("hinge", "ns"), f"loss must be hinge or ns, not {cfg.loss!r}"),
         (cfg.precision in ("fp32", "bf16", "fp16"), "precision must be fp32, bf16 or fp16"),
@@ -326,7 +328,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         (0 <= cfg.style_mixing <= 1, "style_mixing is a probability in [0, 1]"),
         (cfg.pl_weight >= 0 and 0 < cfg.pl_decay <= 1, "pl_weight >= 0 and pl_decay in (0, 1]"),
         (cfg.arch == "stylegan2" or (cfg.style_mixing == 0 and cfg.pl_weight == 0),
-         "style_mixing and pl_weight need the StyleGAN2 generator; use --set arch=stylegan2 or set them to 0"),
+         "style_mixing and pl_weight need the StyleGAN2 generator; "
+         "use --set arch=stylegan2 or set them to 0"),
         (0 <= cfg.ada_target < 1 and 0 <= cfg.ada_p <= 1 and 0 <= cfg.apa_target < 1,
          "ada_target and apa_target must be in [0, 1) (0.6 in the papers), ada_p in [0, 1]"),
         (cfg.ada_kimg > 0 and cfg.ada_interval >= 1, "ada_kimg must be > 0 and ada_interval >= 1"),

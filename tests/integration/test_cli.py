@@ -77,7 +77,8 @@ def test_stylegan2_da_kd_ada_lecam_kill9_resume_generate_evaluate(tmp_path, imag
     """64 px tiny StyleGAN2 + DiffAugment + KD-DLGAN (+ ADA, LeCam) through the CLI; ADA's p and
     the LeCam anchors survive kill -9 (the resumed run ends bit-identical to an uninterrupted one)."""
     env = {"KDGAN_CACHE_DIR": str(tmp_path / "cache"), "KDGAN_OFFLINE": "1"}
-    train = ["train", "--data", image_folder, "--preset", "stylegan2-tiny", "--steps", "12", "--device", "cpu",
+    train = ["train", "--data", image_folder, "--preset", "stylegan2-tiny", "--steps", "12",
+             "--device", "cpu",
              "--teacher", "clip-tiny-random", "--set", "ada=bgc", "--set", "ada_p=0.5",
              "--set", "ada_kimg=0.32", "--set", "lecam_weight=0.01", "--set", "ckpt_every_steps=2",
              "--set", "conditional=true"]
@@ -105,7 +106,7 @@ def test_stylegan2_da_kd_ada_lecam_kill9_resume_generate_evaluate(tmp_path, imag
     assert a["objective"]["ada"]["p"].item() != 0.5  # p moved (3 updates of +-0.1)
     assert a["nets"]["D"]["config"]["kd_dim"] == 32 and a["nets"]["G"]["config"]["c_dim"] == 2
 
-    gen = kdgan("generate", "--ckpt", run_b / "export", "--num", "6", "--outdir", tmp_path / "gen", "--npz",
+    kdgan("generate", "--ckpt", run_b / "export", "--num", "6", "--outdir", tmp_path / "gen", "--npz",
                 "--device", "cpu")
     assert np.load(tmp_path / "gen" / "images.npz")["arr_0"].shape == (6, 64, 64, 3)
     out = kdgan("evaluate", "--ckpt", run_b / "export", "--data", image_folder, "--protocol", "custom",

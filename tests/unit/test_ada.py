@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from kdgan.augment.ada import COLOR, GEOMETRIC, ADAugment, AdaptiveP, Augment, parse_ops
+from kdgan.augment.ada import COLOR, GEOMETRIC, AdaptiveP, ADAugment, Augment, parse_ops
 from kdgan.augment.diffaugment import DiffAugment
 from kdgan.config import PRESETS, resolve
 from kdgan.data import ImageSet
@@ -149,7 +149,7 @@ def test_lazy_r1_runs_every_k_d_steps_with_k_times_the_weight():
     obj = GANObjective("ns", DiffAugment(""), 4, 0, reg=Regularization(r1_gamma=10.0, r1_every=4))
     every = GANObjective("ns", DiffAugment(""), 4, 0, reg=Regularization(r1_gamma=10.0))
     real, labels = images(4, 8), torch.zeros(4, dtype=torch.long)
-    present = [("d/r1" in obj.d_terms(ConstantG(), RecordingD(), real, labels, d_step=s)[0]) for s in range(8)]
+    present = ["d/r1" in obj.d_terms(ConstantG(), RecordingD(), real, labels, d_step=s)[0] for s in range(8)]
     assert present == [True, False, False, False] * 2
     lazy = obj.d_terms(ConstantG(), RecordingD(), real, labels, d_step=4)[0]["d/r1"]
     plain = every.d_terms(ConstantG(), RecordingD(), real, labels, d_step=4)[0]["d/r1"]
@@ -160,7 +160,8 @@ def test_lazy_r1_runs_every_k_d_steps_with_k_times_the_weight():
 
 def test_path_length_penalty_tracks_its_mean_and_trains_g():
     torch.manual_seed(0)
-    G = StyleGAN2Generator(z_dim=8, w_dim=8, img_resolution=8, channel_base=64, channel_max=8, mapping_layers=1)
+    G = StyleGAN2Generator(z_dim=8, w_dim=8, img_resolution=8, channel_base=64, channel_max=8,
+                           mapping_layers=1)
     pl = PathLengthPenalty(decay=0.5)
     z = torch.randn(4, 8)
     first = pl(G, z, None)

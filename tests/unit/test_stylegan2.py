@@ -74,3 +74,21 @@ def test_minibatch_stddev_appends_one_channel_of_group_std():
     assert torch.equal(minibatch_stddev(x2, 4)[:4, -1], y[:4, -1])
     ref = x[:4].std(dim=0, unbiased=False).mean()
     torch.testing.assert_close(y[0, -1, 0, 0], ref, atol=1e-4, rtol=1e-4)
+
+
+def test_fast_resampling_convolutions_equal_the_plain_compositions_inside_the_border():
+    from kdgan.nets.stylegan2 import EqualConv2d
+
+    torch.manual_seed(0)
+    x, weight, styles = torch.randn(2, 4, 12, 12), torch.randn(5, 4, 3, 3), torch.randn(2, 4)
+    fast = modulated_conv2d(x, weight, styles, up=True)  # transposed conv + filter
+    plain = modulated_conv2d(upsample2x(x), weight, styles, padding=1)  # upsample, then conv
+    assert fast.shape == plain.shape == (2, 5, 24, 24)
+    torch.testing.assert_close(fast[..., 2:-2, 2:-2], plain[..., 2:-2, 2:-2], rtol=1e-4, atol=1e-4)
+    conv = EqualConv2d(4, 6, 3, down=True, activation=False)
+    reference = downsample2x(F.conv2d(x, conv.weight * conv.weight_gain, conv.bias, padding=1))
+    assert conv(x).shape == reference.shape == (2, 6, 6, 6)
+    torch.testing.assert_close(conv(x)[..., 1:-1, 1:-1], reference[..., 1:-1, 1:-1], rtol=1e-5, atol=1e-5)
+    skip = EqualConv2d(4, 6, 1, bias=False, activation=False, down=True)
+    reference = downsample2x(F.conv2d(x, skip.weight * skip.weight_gain))
+    torch.testing.assert_close(skip(x), reference, rtol=1e-5, atol=1e-5)  # exact, border too

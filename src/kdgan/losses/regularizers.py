@@ -63,7 +63,8 @@ class PathLengthPenalty(nn.Module):
         self.decay = decay
         self.register_buffer("mean", torch.zeros(()))
 
-    def forward(self, G: nn.Module, z: torch.Tensor, labels: torch.Tensor, mixing_prob: float = 0.0) -> torch.Tensor:
+    def forward(self, G: nn.Module, z: torch.Tensor, labels: torch.Tensor | None,
+                mixing_prob: float = 0.0) -> torch.Tensor:
         ws = G.mapping_ws(z, labels, mixing_prob=mixing_prob)
         images = G.synthesis(ws)
         noise = torch.randn_like(images) / math.sqrt(images.shape[2] * images.shape[3])

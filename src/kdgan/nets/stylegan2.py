@@ -29,12 +29,13 @@ def _fir_kernel(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     return k / k.sum()
 
 
-def fir_filter(x: torch.Tensor, pad: tuple[int, int], gain: float = 1.0) -> torch.Tensor:
-    """Depthwise 2-D filtering of (B, C, H, W) with the [1, 3, 3, 1] kernel, padding (before, after)."""
+def fir_filter(x: torch.Tensor, pad: tuple[int, int], gain: float = 1.0, stride: int = 1) -> torch.Tensor:
+    """Depthwise 2-D filtering of (B, C, H, W) with the [1, 3, 3, 1] kernel, zero padding
+    (before, after); `stride` 2 keeps every second output (computing only those)."""
     c = x.shape[1]
     k = (_fir_kernel(x.device, x.dtype) * gain).expand(c, 1, 4, 4)
     x = F.pad(x, (pad[0], pad[1], pad[0], pad[1]))
-    return F.conv2d(x, k, groups=c)
+    return F.conv2d(x, k, groups=c, stride=stride)
 
 
 def upsample2x(x: torch.Tensor) -> torch.Tensor:
@@ -47,7 +48,7 @@ def upsample2x(x: torch.Tensor) -> torch.Tensor:
 
 def downsample2x(x: torch.Tensor) -> torch.Tensor:
     """2x downsampling: the FIR filter, then every second pixel (upfirdn2d, down=2)."""
-    return fir_filter(x, (1, 1))[:, :, ::2, ::2]
+    return fir_filter(x, (1, 1), stride=2)
 
 
 # --------------------------------------------------------------------------- layers
@@ -80,16 +81,24 @@ class EqualConv2d(nn.Module):
         self.activation, self.up, self.down, self.pad = activation, up, down, kernel // 2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight * self.weight_gain
         if self.up:
-            x = upsample2x(x)
-        x = F.conv2d(x, self.weight * self.weight_gain, self.bias, padding=self.pad)
-        if self.down:
-            x = downsample2x(x)
+            x = F.conv2d(upsample2x(x), w, self.bias, padding=self.pad)
+        elif self.down and w.shape[-1] == 1:  # a 1x1 conv commutes with the filter: filter first
+            x = F.conv2d(downsample2x(x), w, self.bias)
+        elif self.down:
+            # conv -> filter -> every second pixel, computed as filter -> stride-2 conv (as NVlabs'
+            # conv2d_resample; a quarter of the conv's work). Away from the border the numbers are
+            # the same; on it the conv's zero padding is replaced by the full-support result.
+            x = F.conv2d(fir_filter(x, (self.pad + 1, self.pad + 1)), w, self.bias, stride=2)
+        else:
+            x = F.conv2d(x, w, self.bias, padding=self.pad)
         return F.leaky_relu(x, 0.2) * _SQRT2 if self.activation else x
 
 
 def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor,
-                     demodulate: bool = True, padding: int = 1, fused: bool | None = None) -> torch.Tensor:
+                     demodulate: bool = True, padding: int = 1, fused: bool | None = None,
+                     up: bool = False) -> torch.Tensor:
     """StyleGAN2's modulated convolution.
 
     x (B, C_in, H, W), weight (C_out, C_in, k, k), styles (B, C_in): each sample's kernel is
@@ -99,13 +108,24 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
     batches > 1, as NVlabs trains) scales the input by the styles, runs one ordinary
     convolution with the shared weight and scales the output by the demodulation
     coefficients, which is much faster for training batches on GPU and CPU.
+
+    `up=True` (3x3 kernels, unfused): 2x upsampling then the convolution, i.e.
+    conv(upsample2x(x)) in the interior, computed as a stride-2 transposed convolution of x
+    followed by the FIR filter over its full support (NVlabs' conv2d_resample): a quarter of
+    the multiply-adds. Border pixels see the filtered full-support result instead of zeros.
     """
     b, c_in, h, w = x.shape
     c_out = weight.shape[0]
     if fused is None:
-        fused = b == 1
+        fused = b == 1 and not up
     if not fused:
-        out = F.conv2d(x * styles[:, :, None, None].to(x.dtype), weight.to(x.dtype), padding=padding)
+        xs = x * styles[:, :, None, None].to(x.dtype)
+        if up:
+            # conv3x3(zero-inserted x) over its full support = transposed conv with the flipped kernel
+            full = F.conv_transpose2d(xs, weight.to(x.dtype).flip(2, 3).transpose(0, 1), stride=2)
+            out = fir_filter(full, (1, 1), gain=4.0)  # (B, C_out, 2H, 2W)
+        else:
+            out = F.conv2d(xs, weight.to(x.dtype), padding=padding)
         if demodulate:
             norms = (weight.square().sum(dim=(2, 3))[None] * styles.square()[:, None, :]).sum(dim=2)
             out = out * torch.rsqrt(norms + 1e-8)[:, :, None, None].to(out.dtype)  # (B, C_out)
@@ -133,8 +153,9 @@ class SynthesisLayer(nn.Module):
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "random") -> torch.Tensor:
         styles = self.affine(w) / math.sqrt(self.weight[0].numel())
         if self.up:
-            x = upsample2x(x)
-        x = modulated_conv2d(x, self.weight, styles, demodulate=True, padding=1)
+            x = modulated_conv2d(x, self.weight, styles, demodulate=True, up=True)
+        else:
+            x = modulated_conv2d(x, self.weight, styles, demodulate=True, padding=1)
         if noise_mode == "random":
             r = self.resolution
             noise = torch.randn(x.shape[0], 1, r, r, device=x.device, dtype=x.dtype)

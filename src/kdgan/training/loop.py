@@ -18,7 +18,7 @@ import torch.distributed as dist
 
 from kdgan import config as config_lib
 from kdgan.augment import DiffAugment
-from kdgan.augment.ada import ADAugment, AdaptiveP, Augment
+from kdgan.augment.ada import AdaptiveP, ADAugment, Augment
 from kdgan.config import RESUMABLE_FIELDS, TrainConfig
 from kdgan.data import ImageSet, load_images, select_subset, to_model_range, to_uint8
 from kdgan.errors import KdganError, TrainingDiverged
@@ -71,7 +71,8 @@ def net_configs(cfg: TrainConfig, c_dim: int, kd_dim: int = 0) -> tuple[dict[str
         g = {**common, "z_dim": cfg.z_dim, "w_dim": cfg.w_dim, "mapping_layers": cfg.mapping_layers}
         d = {**common, "kd_dim": kd_dim, "mbstd_group": cfg.mbstd_group}
         return g, d
-    g = {"arch": cfg.arch, "z_dim": cfg.z_dim, "c_dim": c_dim, "img_resolution": cfg.resolution, "ch": cfg.g_ch}
+    g = {"arch": cfg.arch, "z_dim": cfg.z_dim, "c_dim": c_dim, "img_resolution": cfg.resolution,
+         "ch": cfg.g_ch}
     d = {"arch": "biggan", "c_dim": c_dim, "img_resolution": cfg.resolution, "ch": cfg.d_ch, "kd_dim": kd_dim}
     return g, d
 

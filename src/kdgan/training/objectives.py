@@ -8,10 +8,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from kdgan.augment.ada import AdaptiveP
 from kdgan.losses.adversarial import ADVERSARIAL_LOSSES
 from kdgan.losses.akdg import mse_distillation
 from kdgan.losses.kd_dlgan import agkd_loss, cgkd_loss, pairwise_diversity
-from kdgan.augment.ada import AdaptiveP
 from kdgan.losses.regularizers import LeCam, PathLengthPenalty, r1_penalty
 from kdgan.teachers.base import Teacher
 
