@@ -199,12 +199,17 @@ def compress(teacher, student, width, method, data, outdir, steps, batch_size, d
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N.")
 @click.option("--npz", is_flag=True, help="Also write images.npz: arr_0 uint8 (N, H, W, 3) "
               "(OpenAI evaluator convention) and labels.")
-def generate(ckpt, num, outdir, seed, class_index, batch_size, device, npz) -> None:
+@click.option("--truncation", default=1.0, show_default=True, type=float,
+              help="StyleGAN2: truncation psi (w pulled towards w_avg; 1 = none).")
+@click.option("--noise-mode", default="const", show_default=True, type=click.Choice(["const", "random"]),
+              help="StyleGAN2: per-layer noise fixed at its stored values, or drawn (from --seed).")
+def generate(ckpt, num, outdir, seed, class_index, batch_size, device, npz, truncation, noise_mode) -> None:
     """Write PNGs (and optionally an npz) from the EMA generator of a run."""
     from kdgan.generate import generate_images
 
     paths = generate_images(ckpt, num, outdir, seed=seed, class_index=class_index,
-                            batch_size=batch_size, device=device, npz=npz)
+                            batch_size=batch_size, device=device, npz=npz, truncation=truncation,
+                            noise_mode=noise_mode)
     click.echo(f"wrote {num} images to {outdir}" + (f" and {paths['npz']}" if npz else ""))
 
 

@@ -19,11 +19,17 @@ from kdgan.utils.dist import resolve_device
 @torch.no_grad()
 def generate_images(ckpt: str | os.PathLike, num: int, outdir: str | os.PathLike, seed: int = 0,
                     class_index: int | None = None, batch_size: int = 64, device: str = "auto",
-                    npz: bool = False) -> dict[str, str]:
+                    npz: bool = False, truncation: float = 1.0, noise_mode: str = "const") -> dict[str, str]:
     """Write `num` PNGs (000000.png, ...) from the EMA generator; the same seed gives the same
-    images whatever the batch size. Classes are taken in turn unless `class_index` is given."""
+    images whatever the batch size (StyleGAN2: with noise_mode const). Classes are taken in
+    turn unless `class_index` is given. `truncation` and `noise_mode` apply to StyleGAN2."""
     dev = resolve_device(device)
     G = load_generator(ckpt, dev)
+    extra: dict = {}
+    if G.config.get("arch") == "stylegan2":
+        extra = {"truncation_psi": truncation, "noise_mode": noise_mode}
+    elif truncation != 1.0:
+        raise KdganError(f"--truncation needs a StyleGAN2 generator; this one is {G.config.get('arch')}")
     if class_index is not None and not 0 <= class_index < max(G.c_dim, 1):
         raise KdganError(f"--class {class_index} is out of range: this generator has "
                          f"{G.c_dim} classes (0..{G.c_dim - 1})" if G.c_dim else
@@ -37,13 +43,15 @@ def generate_images(ckpt: str | os.PathLike, num: int, outdir: str | os.PathLike
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
     chunks = []
-    for start in tqdm(range(0, num, batch_size), desc="generate", unit="batch", leave=False):
-        z = z_all[start:start + batch_size].to(dev)
-        images = to_uint8(G(z, labels_all[start:start + batch_size].to(dev))).numpy()
-        for i, img in enumerate(images):
-            Image.fromarray(img).save(out / f"{start + i:06d}.png")
-        if npz:
-            chunks.append(images)
+    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+        torch.manual_seed(seed)  # StyleGAN2's random noise: from the seed, not the global state
+        for start in tqdm(range(0, num, batch_size), desc="generate", unit="batch", leave=False):
+            z = z_all[start:start + batch_size].to(dev)
+            images = to_uint8(G(z, labels_all[start:start + batch_size].to(dev), **extra)).numpy()
+            for i, img in enumerate(images):
+                Image.fromarray(img).save(out / f"{start + i:06d}.png")
+            if npz:
+                chunks.append(images)
     paths = {"folder": str(out)}
     if npz:
         paths["npz"] = str(out / "images.npz")

@@ -26,3 +26,15 @@ def test_training_steps_on_cuda(tmp_path, precision, teacher, kd, clip_on):
     summary = t.run()
     assert summary["step"] == 2
     assert all(torch.isfinite(p).all() for p in t.G.parameters())
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_stylegan2_ada_apa_kd_steps_on_cuda(tmp_path, precision):
+    from tests.unit.test_ada import sg2_config, tiny_faces
+
+    cfg = sg2_config(device="cuda", precision=precision, teacher="clip-tiny-random", prompts="faces",
+                     steps=4, pl_every=1, r1_every=1)
+    t = Trainer(cfg, tmp_path, dataset=tiny_faces())
+    summary = t.run()
+    assert summary["step"] == 4 and t.ada_p.p.is_cuda
+    assert all(torch.isfinite(p).all() for p in [*t.G.parameters(), *t.D.parameters()])

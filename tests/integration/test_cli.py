@@ -107,8 +107,11 @@ def test_stylegan2_da_kd_ada_lecam_kill9_resume_generate_evaluate(tmp_path, imag
     assert a["nets"]["D"]["config"]["kd_dim"] == 32 and a["nets"]["G"]["config"]["c_dim"] == 2
 
     kdgan("generate", "--ckpt", run_b / "export", "--num", "6", "--outdir", tmp_path / "gen", "--npz",
-                "--device", "cpu")
-    assert np.load(tmp_path / "gen" / "images.npz")["arr_0"].shape == (6, 64, 64, 3)
+          "--device", "cpu", "--truncation", "0.7")
+    kdgan("generate", "--ckpt", run_b / "export", "--num", "6", "--outdir", tmp_path / "gen2", "--npz",
+          "--device", "cpu", "--truncation", "0.7", "--batch-size", "4")
+    first, again = (np.load(tmp_path / d / "images.npz")["arr_0"] for d in ("gen", "gen2"))
+    assert first.shape == (6, 64, 64, 3) and np.array_equal(first, again)  # batch size does not matter
     out = kdgan("evaluate", "--ckpt", run_b / "export", "--data", image_folder, "--protocol", "custom",
                 "--num-gen", "8", "--metrics", "fid,kid", "--inception", "tf-torchscript", env=env)
     assert "| fid |" in out.stdout and "| kid x 1e3 |" in out.stdout
