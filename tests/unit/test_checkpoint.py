@@ -97,6 +97,17 @@ def test_resume_refuses_a_different_config(tmp_path):
     assert tiny_trainer(tmp_path, steps=3).run()["resumed_from"] == 2  # length may change
 
 
+def test_checkpoint_from_before_a_new_config_field_still_resumes(tmp_path):
+    t = tiny_trainer(tmp_path, steps=2)
+    t.run()
+    ckpt = load_checkpoint(t.ckpts.path(2))
+    for newer in ("ada", "apa", "r1_every", "w_dim"):  # fields an older release did not write
+        del ckpt["config"][newer]
+    resumed = tiny_trainer(tmp_path, steps=3)
+    resumed.load_state_dict(ckpt)
+    assert resumed.step == 2
+
+
 def test_export_and_load_generator_agree(tmp_path):
     t = tiny_trainer(tmp_path, steps=2)
     summary = t.run()

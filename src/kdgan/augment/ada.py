@@ -75,9 +75,8 @@ class AdaptiveP(nn.Module):
     @torch.no_grad()
     def accumulate(self, real_logits: torch.Tensor) -> None:
         if self.target > 0:
-            logits = real_logits.detach().float()
-            self.sums += torch.stack([logits.sign().sum().double(), torch.tensor(
-                float(logits.numel()), dtype=torch.float64, device=logits.device)])
+            signs = real_logits.detach().double().sign()
+            self.sums += torch.stack([signs.sum(), torch.ones_like(signs).sum()])  # on device, no sync
 
     @torch.no_grad()
     def adjust(self, d_step: int) -> None:

@@ -315,7 +315,8 @@ class Trainer:
 
     def load_state_dict(self, ckpt: dict[str, Any]) -> None:
         """Restore a checkpoint written by `state_dict` (after checking it fits this run)."""
-        saved = ckpt["config"]
+        # fields added after a checkpoint was written take their defaults (they did not exist then)
+        saved = {**config_lib.to_dict(TrainConfig()), **ckpt["config"]}
         now = config_lib.to_dict(self.cfg)
         diff = [f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in now
                 if k not in RESUMABLE_FIELDS and saved.get(k) != now.get(k)]
