@@ -170,11 +170,17 @@ def test_dry_run_and_presets(tmp_path):
     assert "biggan-cifar10-10pct-da" in listing and "paper FID 23.34" in listing
 
 
-def test_ddp_two_processes_gloo(tmp_path, image_folder):
+@pytest.mark.parametrize("preset,extra", [
+    ("tiny", []),
+    # StyleGAN2 with the collectives of ADA / APA (p moves identically on every rank) and path length
+    ("stylegan2-tiny", ["--set", "resolution=32", "--set", "ada=bgc", "--set", "apa=true",
+                        "--set", "ada_kimg=0.1", "--set", "pl_every=1"]),
+])
+def test_ddp_two_processes_gloo(tmp_path, image_folder, preset, extra):
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-         "-m", "kdgan.cli", "train", "--data", str(image_folder), "--preset", "tiny",
-         "--steps", "4", "--device", "cpu", "--outdir", str(tmp_path / "ddp")],
+         "-m", "kdgan.cli", "train", "--data", str(image_folder), "--preset", preset,
+         "--steps", "4", "--device", "cpu", "--outdir", str(tmp_path / "ddp"), *extra],
         capture_output=True, text=True, env=ENV, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "2 process(es)" in proc.stderr
