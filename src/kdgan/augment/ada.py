@@ -126,8 +126,12 @@ def _gate(p: float, b: int, device: torch.device) -> torch.Tensor:
     return (torch.rand(b, device=device) < p).float()
 
 
-def _lognormal2(std: float, b: int, device: torch.device) -> torch.Tensor:
-    return torch.exp2(torch.randn(b, device=device) * std)
+def _gated_lognormal2(p: float, std: float, b: int,
+                      device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per image: 2^N(0, std^2) where the op fires (probability p), else 1; and the gate."""
+    g = _gate(p, b, device)
+    s = torch.where(g > 0, torch.exp2(torch.randn(b, device=device) * std), torch.ones(b, device=device))
+    return s, g
 
 
 class ADAugment(nn.Module):
@@ -179,23 +183,19 @@ class ADAugment(nn.Module):
             m = m @ _translate2d(tx, ty)
             fired = fired + (tx != 0).float() + (ty != 0).float()
         if "scale" in ops:
-            g = _gate(p, b, dev)
-            s = torch.where(g > 0, _lognormal2(SCALE_STD, b, dev), torch.ones(b, device=dev))
+            s, g = _gated_lognormal2(p, SCALE_STD, b, dev)
             m = m @ _scale2d(s, s)
             fired = fired + g
-        p_rot = 1 - math.sqrt(max(1 - p, 0.0))
-        if "rotate" in ops:
-            g = _gate(p_rot, b, dev)
-            m = m @ _rotate2d((torch.rand(b, device=dev) * 2 - 1) * math.pi * ROTATE_MAX * g)
-            fired = fired + g
-        if "aniso" in ops:
-            g = _gate(p, b, dev)
-            s = torch.where(g > 0, _lognormal2(ANISO_STD, b, dev), torch.ones(b, device=dev))
-            m = m @ _scale2d(s, 1 / s)
-            fired = fired + g
-        if "rotate" in ops:
-            g = _gate(p_rot, b, dev)
-            m = m @ _rotate2d((torch.rand(b, device=dev) * 2 - 1) * math.pi * ROTATE_MAX * g)
+        p_rot = 1 - math.sqrt(max(1 - p, 0.0))  # two rotations: one fires with probability p
+        for op in ("rotate", "aniso", "rotate"):  # rotation, anisotropic scaling, rotation back
+            if op not in ops:
+                continue
+            if op == "rotate":
+                g = _gate(p_rot, b, dev)
+                m = m @ _rotate2d((torch.rand(b, device=dev) * 2 - 1) * math.pi * ROTATE_MAX * g)
+            else:
+                s, g = _gated_lognormal2(p, ANISO_STD, b, dev)
+                m = m @ _scale2d(s, 1 / s)
             fired = fired + g
         if "xfrac" in ops:
             g = _gate(p, b, dev)
@@ -222,8 +222,7 @@ class ADAugment(nn.Module):
             c = t @ c
             fired = fired + g
         if "contrast" in ops:
-            g = _gate(p, b, dev)
-            s = torch.where(g > 0, _lognormal2(CONTRAST_STD, b, dev), torch.ones(b, device=dev))
+            s, g = _gated_lognormal2(p, CONTRAST_STD, b, dev)
             t = _eye(b, 4, x)
             t[:, 0, 0], t[:, 1, 1], t[:, 2, 2] = s, s, s
             c = t @ c
@@ -238,8 +237,7 @@ class ADAugment(nn.Module):
             c = _rotate_about(v[:3], theta, x) @ c
             fired = fired + g
         if "saturation" in ops:
-            g = _gate(p, b, dev)
-            s = torch.where(g > 0, _lognormal2(SATURATION_STD, b, dev), torch.ones(b, device=dev))
+            s, g = _gated_lognormal2(p, SATURATION_STD, b, dev)
             c = (vv + (_eye(b, 4, x) - vv) * s[:, None, None]) @ c
             fired = fired + g
         flat = x.reshape(b, 3, -1)
