@@ -71,7 +71,7 @@ class TrainConfig:
     ada_target: float = 0.6  # r_t target of the adaptive p; 0 = p fixed at ada_p
     ada_p: float = 0.0  # initial p of ADA
     ada_kimg: float = 500.0  # thousands of images for p to move by 1 (ADA and APA)
-    ada_interval: int = 4  # D steps between p updates (ADA and APA)
+    ada_every: int = 4  # D steps between p updates (ADA and APA)
     apa: bool = False  # adaptive pseudo augmentation: real images swapped for detached fakes with prob p
     apa_target: float = 0.6  # r_t target of APA's p
     # --- AKDG compression (METHOD.md section 3; `kdgan compress` sets these) ---
@@ -332,7 +332,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
          "use --set arch=stylegan2 or set them to 0"),
         (0 <= cfg.ada_target < 1 and 0 <= cfg.ada_p <= 1 and 0 <= cfg.apa_target < 1,
          "ada_target and apa_target must be in [0, 1) (0.6 in the papers), ada_p in [0, 1]"),
-        (cfg.ada_kimg > 0 and cfg.ada_interval >= 1, "ada_kimg must be > 0 and ada_interval >= 1"),
+        (cfg.ada_kimg > 0 and cfg.ada_every >= 1, "ada_kimg must be > 0 and ada_every >= 1"),
         (not ((cfg.apa or cfg.ada) and cfg.compress_teacher),
          "ADA and APA are for GAN training, not generator compression; drop --set ada / apa"),
         (not (cfg.arch == "stylegan2" and cfg.compress_teacher),

@@ -137,9 +137,9 @@ class Trainer:
             self.opt_D = torch.optim.Adam(self.D.parameters(), lr=cfg.d_lr, betas=cfg.betas, eps=cfg.adam_eps)
         self.ada_p = self.apa_p = None  # adaptive probabilities (state of the objective)
         if cfg.ada:
-            self.ada_p = AdaptiveP(cfg.ada_target, cfg.batch_size, cfg.ada_interval, cfg.ada_kimg, cfg.ada_p)
+            self.ada_p = AdaptiveP(cfg.ada_target, cfg.batch_size, cfg.ada_every, cfg.ada_kimg, cfg.ada_p)
         if cfg.apa:
-            self.apa_p = AdaptiveP(cfg.apa_target, cfg.batch_size, cfg.ada_interval, cfg.ada_kimg)
+            self.apa_p = AdaptiveP(cfg.apa_target, cfg.batch_size, cfg.ada_every, cfg.ada_kimg)
         for control in (self.ada_p, self.apa_p):
             if control is not None:
                 control.to(self.device)
