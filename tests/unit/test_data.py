@@ -203,3 +203,35 @@ def test_fewshot_names_read_the_cached_zip_and_fail_clearly_offline(tmp_path, mo
     ds, skipped = load_images("obama", resolution=32)
     assert len(ds) == 3 and ds.images.shape[1:] == (32, 32, 3) and not skipped
     assert fewshot.canonical("grumpy-cat") == "100-shot-grumpy_cat" and fewshot.canonical("x") is None
+
+
+def test_fewshot_download_is_cached_and_a_short_set_warns(tmp_path, monkeypatch, caplog):
+    import urllib.request
+
+    def fake_zip(count: int):
+        def retrieve(url, filename):
+            with zipfile.ZipFile(filename, "w") as zf:
+                for i in range(count):
+                    buf = io.BytesIO()
+                    Image.new("RGB", (40, 40), (i, 10, 10)).save(buf, format="JPEG")
+                    zf.writestr(f"panda/{i}.jpg", buf.getvalue())
+                zf.writestr("__MACOSX/panda/._0.jpg", b"resource fork")
+            calls.append(url)
+        return retrieve
+
+    calls: list[str] = []
+    monkeypatch.setenv("KDGAN_DATA_DIR", str(tmp_path / "full"))
+    monkeypatch.setattr(urllib.request, "urlretrieve", fake_zip(100))
+    with caplog.at_level("WARNING", logger="kdgan.data.fewshot"):
+        ds, _ = load_images("panda", resolution=32)
+        assert len(ds) == 100 and not caplog.records
+        load_images("panda", resolution=32)  # cached: no second download
+    assert calls == ["https://hanlab.mit.edu/projects/data-efficient-gans/datasets/100-shot-panda.zip"]
+    assert (tmp_path / "full" / "100-shot-panda.zip").is_file()
+
+    monkeypatch.setenv("KDGAN_DATA_DIR", str(tmp_path / "short"))
+    monkeypatch.setattr(urllib.request, "urlretrieve", fake_zip(7))
+    with caplog.at_level("WARNING", logger="kdgan.data.fewshot"):
+        ds, _ = load_images("panda", resolution=32)
+    assert len(ds) == 7
+    assert "holds 7 images, the published set has 100" in caplog.text

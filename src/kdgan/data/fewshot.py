@@ -52,6 +52,7 @@ def fetch(name: str) -> Path:
             urllib.request.urlretrieve(url, tmp)
             if not zipfile.is_zipfile(tmp):
                 raise OSError("the download is not a zip file")
+            _check_count(tmp, name)
             tmp.replace(path)
             return path
         except OSError as e:
@@ -63,3 +64,15 @@ def fetch(name: str) -> Path:
         f"{MIRRORS[0]}{name}.zip elsewhere and pass it (or a folder of its images) with --data, or "
         f"place it at {path}"
     )
+
+
+def _check_count(path: Path, name: str) -> None:
+    """Warn when a downloaded set does not hold the published number of images (no checksums
+    are published for these zips, so the count is the check we can make)."""
+    from kdgan.data.sources import is_image_name
+
+    with zipfile.ZipFile(path) as zf:
+        count = sum(is_image_name(n) and "__MACOSX/" not in n for n in zf.namelist())
+    if count != FEWSHOT[name]:
+        log.warning("%s: the download holds %d images, the published set has %d; training goes on "
+                    "with what is there (delete the zip to download it again)", name, count, FEWSHOT[name])
