@@ -1,8 +1,9 @@
 """Feature-extraction speed and N-vs-N FID wall time: kdgan next to fid-helper-pytorch's FidHelper.
 
-Both run on the same images on the same machine, one run each: real CIFAR-10 test images
-from ../shared/data when present (first N test images as set A, the next N test images or,
-for N > 5,000, the first N training images as set B), else random images.
+Both run on the same images on the same machine, one run each: real CIFAR-10 images from
+../shared/data when present (set A: N test images, set B: N other test images or, for
+N > 5,000, N training images; each drawn at random with seed 0, so every class is in both
+sets: the files are sorted by class), else random images.
 
     python benchmarks/metrics.py [--num 10000] [--device cpu|cuda|all] [--batch-size N]
 """
@@ -25,20 +26,22 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def images(num: int) -> tuple[np.ndarray, np.ndarray, str]:
-    """Set A: the first N test images; set B: the next N test images, or the first N training
+    """Set A: N random test images; set B: N other random test images, or N random training
     images when the 10k test split is too small (N > 5,000 needs the full cifar10-jpeg.zip)."""
+    rng = np.random.default_rng(0)
     for name in ("cifar10-jpeg-10pct.zip", "cifar10-jpeg.zip"):
         path = SHARED / name
         if not path.exists():
             continue
         test, _ = load_images(path, split="test")
+        order = rng.permutation(len(test))
         if len(test) >= 2 * num:
-            return test.images[:num], test.images[num:2 * num], f"CIFAR-10 test images ({name})"
+            return (test.images[order[:num]], test.images[order[num:2 * num]],
+                    f"random CIFAR-10 test images, seed 0 ({name})")
         train, _ = load_images(path, split="train")
         if len(test) >= num and len(train) >= num:
-            return (test.images[:num], train.images[:num],
-                    f"CIFAR-10 test vs train images ({name})")
-    rng = np.random.default_rng(0)
+            return (test.images[order[:num]], train.images[rng.permutation(len(train))[:num]],
+                    f"random CIFAR-10 test vs train images, seed 0 ({name})")
     x = rng.integers(0, 256, (2 * num, 32, 32, 3), dtype=np.uint8)
     return x[:num], x[num:], "random 32x32 images (no ../shared/data with enough CIFAR-10 images)"
 
