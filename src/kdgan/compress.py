@@ -86,18 +86,29 @@ def compress_fields(teacher: str, student: str, width: float, method: str) -> di
                          "folder or G_ema.safetensors")
     net, training = read_teacher_info(teacher)
     arch = net["arch"] if student in ("same", net["arch"]) else student
+    widths: dict[str, Any] = {}
     if arch in _STUDENT_BASE_CH:
         base = _STUDENT_BASE_CH[arch]
         step = 2 ** max(1, round(np.log2(net["img_resolution"] / 4))) if arch == "dcgan" else 1
-        ch = max(step, int(round(base * width / step)) * step)
+        widths["g_ch"] = max(step, int(round(base * width / step)) * step)
+    elif arch == net["arch"] == "stylegan2":
+        # G's channels narrowed by --width; the mapping network and D keep the teacher run's widths
+        widths = {"channel_base": max(1, int(round(net["channel_base"] * width))),
+                  "channel_max": max(1, int(round(net["channel_max"] * width))),
+                  "w_dim": net["w_dim"], "mapping_layers": net["mapping_layers"],
+                  "d_channel_base": int(training.get("d_channel_base") or training.get("channel_base")
+                                        or net["channel_base"]),
+                  "d_channel_max": int(training.get("d_channel_max") or training.get("channel_max")
+                                       or net["channel_max"]),
+                  "mbstd_group": int(training.get("mbstd_group", 4))}
     elif arch == net["arch"]:
-        ch = max(1, int(round(net["ch"] * width)))
+        widths["g_ch"] = max(1, int(round(net["ch"] * width)))
     else:
         raise KdganError(f"student {student!r} is a different family from the teacher ({net['arch']}); "
                          "use dcgan, mlp, or same (the teacher's family, narrowed by --width)")
     return {
         **config_lib.COMPRESS_DEFAULTS,
-        "compress_teacher": str(teacher), "compress_method": method, "arch": arch, "g_ch": ch,
+        "compress_teacher": str(teacher), "compress_method": method, "arch": arch, **widths,
         "z_dim": net["z_dim"], "resolution": net["img_resolution"], "conditional": net["c_dim"] > 0,
         "d_ch": int(training.get("d_ch", 64)),
     }
@@ -223,7 +234,8 @@ def write_report(run_dir: str | os.PathLike, metrics: tuple[str, ...] | None = N
     nets = {"teacher": G_teacher, "student": G_student}
     rows: dict[str, dict[str, Any]] = {k: {"parameters": count_parameters(G),
                                            "macs_per_image": count_macs_per_image(G),
-                                           "arch": G.config["arch"], "ch": G.config.get("ch")}
+                                           "arch": G.config["arch"], "ch": G.config.get("ch"),
+                                           "width": _width_text(G.config)}
                                        for k, G in nets.items()}
     devices = speed_devices or (("cpu", "cuda") if torch.cuda.is_available() else ("cpu",))
     speed_names = {}
@@ -260,6 +272,16 @@ def write_report(run_dir: str | os.PathLike, metrics: tuple[str, ...] | None = N
     return md
 
 
+def _width_text(config: dict[str, Any]) -> str:
+    if config["arch"] == "stylegan2":
+        return f"channels min({config['channel_base']} / r, {config['channel_max']})"
+    return f"ch {config.get('ch')}"
+
+
+def _row_width(row: dict[str, Any]) -> str:
+    return row.get("width") or f"ch {row['ch']}"  # reports written before "width" existed
+
+
 def format_report(report: dict[str, Any], throughput_batch: int = 256) -> str:
     """The markdown of a report dict (teacher | student | student / teacher)."""
     t, s = report["rows"]["teacher"], report["rows"]["student"]
@@ -267,11 +289,13 @@ def format_report(report: dict[str, Any], throughput_batch: int = 256) -> str:
         f"# Compression report: {Path(report['run']).name}",
         "",
         f"Teacher `{report['teacher']}` (weights sha256 {report['teacher_sha256'][:12]}), "
-        f"student {s['arch']} (ch {s['ch']}) trained by **{report['method']}** for {report['step']} steps.",
+        f"student {s['arch']} ({_row_width(s)}) trained by **{report['method']}** "
+        f"for {report['step']} steps.",
         "",
         "| | teacher | student | student / teacher |",
         "| --- | --- | --- | --- |",
-        f"| network | {t['arch']} (ch {t['ch']}) | {s['arch']} (ch {s['ch']}) | |",
+        f"| network | {t['arch']} ({_row_width(t)}) "
+        f"| {s['arch']} ({_row_width(s)}) | |",
         f"| parameters | {t['parameters']:,} | {s['parameters']:,} | "
         f"{s['parameters'] / t['parameters']:.3f} |",
         f"| multiply-adds / image | {t['macs_per_image'] / 1e6:,.1f}M | {s['macs_per_image'] / 1e6:,.1f}M | "

@@ -31,6 +31,8 @@ class TrainConfig:
     w_dim: int = 512  # StyleGAN2: size of the intermediate latent w
     channel_base: int = 16384  # StyleGAN2 G and D: channels at r: min(channel_base / r, channel_max)
     channel_max: int = 512  # StyleGAN2: channel cap
+    d_channel_base: int = 0  # StyleGAN2 D's channel_base when it differs from G's (0 = channel_base)
+    d_channel_max: int = 0  # StyleGAN2 D's channel cap when it differs from G's (0 = channel_max)
     mapping_layers: int = 8  # StyleGAN2: depth of the mapping network (2 for low-shot)
     mbstd_group: int = 4  # StyleGAN2 D: minibatch-stddev group size (must divide the per-process batch)
     # --- objective ---
@@ -323,6 +325,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
          f"arch {cfg.arch!r} is not available; use biggan, stylegan2, dcgan or mlp"),
         (min(cfg.w_dim, cfg.channel_base, cfg.channel_max, cfg.mapping_layers, cfg.mbstd_group) >= 1,
          "w_dim, channel_base, channel_max, mapping_layers and mbstd_group must be at least 1"),
+        (min(cfg.d_channel_base, cfg.d_channel_max) >= 0,
+         "d_channel_base and d_channel_max must be at least 0 (0: the same as G's)"),
         (cfg.r1_every >= 1 and cfg.pl_every >= 1 and cfg.pl_batch_shrink >= 1,
          "r1_every, pl_every and pl_batch_shrink must be at least 1"),
         (0 <= cfg.style_mixing <= 1, "style_mixing is a probability in [0, 1]"),
@@ -335,8 +339,6 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         (cfg.ada_kimg > 0 and cfg.ada_every >= 1, "ada_kimg must be > 0 and ada_every >= 1"),
         (not ((cfg.apa or cfg.ada) and cfg.compress_teacher),
          "ADA and APA are for GAN training, not generator compression; drop --set ada / apa"),
-        (not (cfg.arch == "stylegan2" and cfg.compress_teacher),
-         "StyleGAN2 students are not available for compression; use --student dcgan, mlp or same"),
         (cfg.g_ch >= 1 and cfg.d_ch >= 1, "g_ch and d_ch must be at least 1"),
         (cfg.r1_gamma >= 0, "r1_gamma must be >= 0 (0 turns R1 off)"),
         (cfg.compress_method in COMPRESS_METHODS,

@@ -186,3 +186,26 @@ def test_compress_fields_follow_the_teacher_and_refuse_bad_students(tmp_path):
         compress_fields(str(tmp_path / "nope.pt"), "dcgan", 1.0, "akdg")
     with pytest.raises(KdganError, match="z_dim"):
         Trainer(_cfg(tmp_path, teacher, z_dim=16), tmp_path / "bad")
+
+
+def test_stylegan2_teacher_compresses_into_a_narrower_stylegan2_with_the_teachers_d(tmp_path):
+    torch.manual_seed(0)
+    net = {"arch": "stylegan2", "z_dim": 8, "c_dim": 0, "img_resolution": 16, "w_dim": 8,
+           "channel_base": 256, "channel_max": 32, "mapping_layers": 2}
+    G_t = build_generator(net)
+    teacher = save_generator(tmp_path / "sg2", G_t.state_dict(), G_t.config,
+                             {"channel_base": 256, "channel_max": 32, "mbstd_group": 2}, [], 0)
+    f = compress_fields(str(teacher), "same", 0.5, "akdg")
+    assert (f["arch"], f["channel_base"], f["channel_max"]) == ("stylegan2", 128, 16)
+    assert (f["d_channel_base"], f["d_channel_max"], f["w_dim"], f["mapping_layers"]) == (256, 32, 8, 2)
+    f.update({"data": str(write_image_folder(tmp_path / "imgs", {"x": 8}, size=16)), "batch_size": 4,
+              "steps": 1, "device": "cpu", "ema_start_steps": 0})
+    trainer = Trainer(config_lib.resolve(None, f), tmp_path / "run")
+    assert count_parameters(trainer.G) < count_parameters(G_t) / 2
+    for member in trainer.D.values():  # D_S and D_KD keep the teacher run's discriminator widths
+        assert (member.config["channel_base"], member.config["channel_max"]) == (256, 32)
+    before = [p.detach().clone() for p in trainer.G.parameters()]
+    trainer.train_step()
+    assert any(not torch.equal(a, b) for a, b in zip(before, trainer.G.parameters(), strict=True))
+    with pytest.raises(KdganError, match="different family"):
+        compress_fields(str(teacher), "biggan", 0.5, "akdg")

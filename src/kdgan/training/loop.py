@@ -66,10 +66,12 @@ def net_configs(cfg: TrainConfig, c_dim: int, kd_dim: int = 0) -> tuple[dict[str
     """Config dicts of G and D for a run: StyleGAN2 G and D, or a BigGAN / DCGAN / MLP G with
     the BigGAN projection D (the AKDG students are judged by a BigGAN D)."""
     if cfg.arch == "stylegan2":
-        common = {"arch": "stylegan2", "c_dim": c_dim, "img_resolution": cfg.resolution,
-                  "channel_base": cfg.channel_base, "channel_max": cfg.channel_max}
-        g = {**common, "z_dim": cfg.z_dim, "w_dim": cfg.w_dim, "mapping_layers": cfg.mapping_layers}
-        d = {**common, "kd_dim": kd_dim, "mbstd_group": cfg.mbstd_group}
+        common = {"arch": "stylegan2", "c_dim": c_dim, "img_resolution": cfg.resolution}
+        g = {**common, "channel_base": cfg.channel_base, "channel_max": cfg.channel_max,
+             "z_dim": cfg.z_dim, "w_dim": cfg.w_dim, "mapping_layers": cfg.mapping_layers}
+        d = {**common, "channel_base": cfg.d_channel_base or cfg.channel_base,
+             "channel_max": cfg.d_channel_max or cfg.channel_max, "kd_dim": kd_dim,
+             "mbstd_group": cfg.mbstd_group}
         return g, d
     g = {"arch": cfg.arch, "z_dim": cfg.z_dim, "c_dim": c_dim, "img_resolution": cfg.resolution,
          "ch": cfg.g_ch}
