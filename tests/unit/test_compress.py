@@ -190,7 +190,7 @@ def test_compress_fields_follow_the_teacher_and_refuse_bad_students(tmp_path):
 
 def test_stylegan2_teacher_compresses_into_a_narrower_stylegan2_with_the_teachers_d(tmp_path):
     torch.manual_seed(0)
-    net = {"arch": "stylegan2", "z_dim": 8, "c_dim": 0, "img_resolution": 16, "w_dim": 8,
+    net = {"arch": "stylegan2", "z_dim": 8, "c_dim": 0, "img_resolution": 32, "w_dim": 8,
            "channel_base": 256, "channel_max": 32, "mapping_layers": 2}
     G_t = build_generator(net)
     teacher = save_generator(tmp_path / "sg2", G_t.state_dict(), G_t.config,
@@ -198,7 +198,7 @@ def test_stylegan2_teacher_compresses_into_a_narrower_stylegan2_with_the_teacher
     f = compress_fields(str(teacher), "same", 0.5, "akdg")
     assert (f["arch"], f["channel_base"], f["channel_max"]) == ("stylegan2", 128, 16)
     assert (f["d_channel_base"], f["d_channel_max"], f["w_dim"], f["mapping_layers"]) == (256, 32, 8, 2)
-    f.update({"data": str(write_image_folder(tmp_path / "imgs", {"x": 8}, size=16)), "batch_size": 4,
+    f.update({"data": str(write_image_folder(tmp_path / "imgs", {"x": 8}, size=32)), "batch_size": 4,
               "steps": 1, "device": "cpu", "ema_start_steps": 0})
     trainer = Trainer(config_lib.resolve(None, f), tmp_path / "run")
     assert count_parameters(trainer.G) < count_parameters(G_t) / 2
@@ -209,3 +209,9 @@ def test_stylegan2_teacher_compresses_into_a_narrower_stylegan2_with_the_teacher
     assert any(not torch.equal(a, b) for a, b in zip(before, trainer.G.parameters(), strict=True))
     with pytest.raises(KdganError, match="different family"):
         compress_fields(str(teacher), "biggan", 0.5, "akdg")
+    f = compress_fields(str(teacher), "dcgan", 1 / 32, "akdg")  # the paper's student family too
+    f.update({"data": str(tmp_path / "imgs"), "batch_size": 4, "steps": 1, "device": "cpu",
+              "ema_start_steps": 0})
+    trainer = Trainer(config_lib.resolve(None, f), tmp_path / "run-dcgan")
+    assert trainer.G.config["arch"] == "dcgan" and trainer.G(torch.randn(2, 8), None).shape == (2, 3, 32, 32)
+    trainer.train_step()
