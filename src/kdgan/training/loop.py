@@ -63,8 +63,9 @@ def load_training_set(cfg: TrainConfig) -> ImageSet:
 
 
 def net_configs(cfg: TrainConfig, c_dim: int, kd_dim: int = 0) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Config dicts of G and D for a run: StyleGAN2 G and D, or a BigGAN / DCGAN / MLP G with
-    the BigGAN projection D (the AKDG students are judged by a BigGAN D)."""
+    """Config dicts of G and D for a run: StyleGAN2 G and D (D's widths may differ from G's,
+    as for a narrowed StyleGAN2 student), or a BigGAN / DCGAN / MLP G with the BigGAN
+    projection D (the DCGAN and MLP AKDG students are judged by a BigGAN D)."""
     if cfg.arch == "stylegan2":
         common = {"arch": "stylegan2", "c_dim": c_dim, "img_resolution": cfg.resolution}
         g = {**common, "channel_base": cfg.channel_base, "channel_max": cfg.channel_max,
