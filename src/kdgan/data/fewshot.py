@@ -68,11 +68,12 @@ def fetch(name: str) -> Path:
 
 def _check_count(path: Path, name: str) -> None:
     """Warn when a downloaded set does not hold the published number of images (no checksums
-    are published for these zips, so the count is the check we can make)."""
+    are published for these zips, so the count is the check we can make). Counts by the
+    loader's own rule (`is_image_name`, which already skips macOS `._` resource forks)."""
     from kdgan.data.sources import is_image_name
 
     with zipfile.ZipFile(path) as zf:
-        count = sum(is_image_name(n) and "__MACOSX/" not in n for n in zf.namelist())
+        count = sum(map(is_image_name, zf.namelist()))
     if count != FEWSHOT[name]:
         log.warning("%s: the download holds %d images, the published set has %d; training goes on "
                     "with what is there (delete the zip to download it again)", name, count, FEWSHOT[name])
