@@ -193,11 +193,15 @@ def save_or_check_spec(outdir: Path, spec: CompareSpec) -> CompareSpec:
         saved = json.loads(path.read_text())
         old = CompareSpec.from_dict(saved["spec"]).to_dict()
         new = spec.to_dict()
+        # Arms appended after the existing ones, and new seeds, extend the comparison.
+        extends = {"arms": new["arms"][:len(old["arms"])] == old["arms"],
+                   "seeds": set(old["seeds"]) <= set(new["seeds"])}
         diff = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in new
-                if k not in BOOKKEEPING and old.get(k) != new.get(k)]
+                if k not in BOOKKEEPING and old.get(k) != new.get(k) and not extends.get(k, False)]
         if diff:
             raise KdganError(f"{outdir} holds a different comparison ({'; '.join(diff)}); re-run with "
-                             "its original arguments to continue it (`kdgan compare --report DIR` "
+                             "its original arguments to continue it (more seeds, or arms added after "
+                             "the existing ones, extend it; `kdgan compare --report --outdir DIR` "
                              "rewrites its report), or use a new --outdir")
         saved["spec"] = new
     else:

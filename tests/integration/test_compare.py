@@ -88,6 +88,14 @@ def test_two_arms_two_seeds_report_curves_samples_and_resume(tmp_path, fast_metr
     assert (folder / cmp.FINAL_FILE).exists() and untouched.stat().st_mtime_ns == mtime
     assert (folder / "checkpoints" / "ckpt-000000002.pt").exists()
 
+    # More seeds and arms appended after the existing ones extend the comparison.
+    arms = [cmp.parse_arm("da=tiny"), cmp.parse_arm("kd=tiny teacher=clip-tiny-random")]
+    kw = dict(common={"data": str(data), "device": "cpu"}, eval_every=1, eval_num_gen=12,
+              final_protocol="custom", final_num_gen=24, final_metrics=("kid", "pr"))
+    cmp.save_or_check_spec(out, cmp.make_spec([*arms, cmp.parse_arm("wide=tiny g_ch=8")], [0, 1, 2], 2, **kw))
+    with pytest.raises(KdganError, match="different comparison.*arms"):  # arms must keep their order
+        cmp.save_or_check_spec(out, cmp.make_spec(arms[::-1], [0, 1], 2, **kw))
+
     # The same folder with other arguments is refused, naming the difference.
     with pytest.raises(KdganError, match="different comparison.*steps: 2 -> 5"):
         cmp.save_or_check_spec(out, cmp.make_spec(
