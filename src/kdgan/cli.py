@@ -52,11 +52,13 @@ def cli(verbose: bool) -> None:
 @click.option("--resolution", type=int, help="Image side in px (32 or 64).")
 @click.option("--split", help="Split folder to read when the data has train/ and test/.")
 @click.option("--data-fraction", type=float, help="Train on this fraction of the data, in (0, 1].")
-@click.option("--teacher", help="KD-DLGAN teacher: clip | inception (image-only, offline) | "
-              "clip-tiny-random (tests only). Default: none (plain GAN).")
+@click.option("--teacher", help="KD-DLGAN teacher: clip | inception (image-only, offline) | classifier "
+              "(`kdgan teacher train`) | torchvision:MODEL | timm:MODEL (image-only) | clip-tiny-random "
+              "(tests only); docs/teachers.md. Default: none (plain GAN).")
 @click.option("--teacher-model", help="open_clip model name for --teacher clip (default ViT-B-32).")
-@click.option("--teacher-weights", help="open_clip pretrained tag or local checkpoint file "
-              "(default openai, or $KDGAN_CLIP_WEIGHTS).")
+@click.option("--teacher-weights", help="clip: open_clip pretrained tag or local checkpoint file "
+              "(default openai, or $KDGAN_CLIP_WEIGHTS); classifier: the `kdgan teacher train` folder; "
+              "torchvision:/timm:: a state-dict file, or 'download'.")
 @click.option("--kd", help="Distillation terms: auto (default: agkd,cgkd with a CLIP teacher, agkd with "
               "the image-only inception teacher), agkd,cgkd, agkd or cgkd.")
 @click.option("--prompts", help="CGKD prompts: a named list (cifar10, cifar100, obama, faces, ...) "
@@ -377,7 +379,7 @@ def teacher() -> None:
 @click.option("--outdir", required=True, type=click.Path(file_okay=False),
               help="Writes teacher.safetensors + teacher.json (and a per-epoch checkpoint); re-run to "
               "resume.")
-@click.option("--epochs", default=30, show_default=True, type=click.IntRange(min=1),
+@click.option("--epochs", default=12, show_default=True, type=click.IntRange(min=1),
               help="Passes over the data.")
 @click.option("--width", default=16, show_default=True, type=click.IntRange(min=1),
               help="Channels of the first stage (w, 2w, 4w; features are 4w).")

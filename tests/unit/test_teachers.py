@@ -80,6 +80,17 @@ def test_gradients_reach_the_images_not_the_classifier(tmp_path):
     assert x.grad.abs().sum() > 0 and all(p.grad is None for p in t.parameters())
 
 
+@pytest.mark.slow
+def test_compiled_classifier_teacher_matches_eager(tmp_path):
+    saved_classifier(tmp_path / "t")
+    eager = build_teacher("classifier", weights=str(tmp_path / "t"))
+    compiled = build_teacher("classifier", weights=str(tmp_path / "t"), use_compile=True)
+    x = torch.rand(4, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        torch.testing.assert_close(compiled.image_features(x), eager.image_features(x), atol=1e-4, rtol=1e-4)
+    assert not any(p.requires_grad for p in compiled.parameters())
+
+
 def test_prompts_are_matched_to_classes_by_name():
     names = ["truck", "pickup_truck", "maple_tree", "dog"]
     assert match_prompts(["dog", "a dog", "a photo of a dog.", "Dog"], names) == [3, 3, 3, 3]

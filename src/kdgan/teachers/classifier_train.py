@@ -46,7 +46,7 @@ class ClassifierTrainConfig:
     resolution: int = 32  # px, square; the teacher's input size
     width: int = 16  # channels of the first stage (stages: w, 2w, 4w; features: 4w)
     blocks: int = 3  # basic blocks per stage (ResNet-(6 x blocks + 2); 3 = ResNet-20)
-    epochs: int = 30  # passes over the training images
+    epochs: int = 12  # passes over the training images
     batch_size: int = 128  # images per SGD step
     lr: float = 0.1  # peak SGD learning rate (Nesterov momentum 0.9)
     weight_decay: float = 5e-4  # L2 weight decay of the SGD step
