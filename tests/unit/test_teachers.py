@@ -287,6 +287,20 @@ def assert_teacher_not_checkpointed(t, ckpt):
     teacher_keys = set(t.teacher.state_dict())
     assert not teacher_keys & {k.split(".", 1)[1] for k in keys if "." in k}
 
+    def tensors(obj):  # every tensor anywhere in the checkpoint (nets, optimisers, objective, ...)
+        if isinstance(obj, torch.Tensor):
+            yield obj
+        elif isinstance(obj, dict):
+            for v in obj.values():
+                yield from tensors(v)
+        elif isinstance(obj, (list, tuple)):
+            for v in obj:
+                yield from tensors(v)
+
+    saved = list(tensors(ckpt))
+    for p in t.teacher.parameters():
+        assert not any(s.shape == p.shape and torch.equal(s.cpu(), p.detach().cpu()) for s in saved)
+
 
 def test_gan_training_with_the_classifier_teacher_agkd_and_cgkd(tmp_path):
     saved_classifier(tmp_path / "teacher", ("c0", "c1", "c2"))
