@@ -166,6 +166,12 @@ def test_train_classifier_excludes_and_refuses_to_resume_other_settings(tmp_path
         train_classifier(cfg, tmp_path / "part")  # epochs changes the schedule: not the same training
     with pytest.raises(KdganError, match="has no class labels"):
         train_classifier(replace(cfg, data=str(gan / "cat")), tmp_path / "bad")
+    # a prepared zip of the training split has no test split: its images are never scored as "test"
+    from kdgan.data.prepare import prepare
+
+    prepare(str(data), tmp_path / "train.zip", split="train")
+    info = train_classifier(replace(cfg, data=str(tmp_path / "train.zip"), epochs=1), tmp_path / "zip")
+    assert info["test_images"] == 0 and info["test_accuracy"] is None and info["data"]["source_images"] == 48
 
 
 def test_interrupted_classifier_training_resumes_bit_exactly(tmp_path, monkeypatch):

@@ -305,7 +305,7 @@ def _test_set(src: str, test_split: str, resolution: int, class_names: list[str]
     except KdganError as e:
         log.info("no %s split scored (%s)", test_split, e)
         return None
-    if not test.meta.get("split"):  # a source without splits: that would be the training images
+    if test.meta.get("split") != test_split:  # no such split (e.g. a prepared zip): the training images
         log.info("%s has no separate %s split; no test accuracy", src, test_split)
         return None
     return _aligned(test, class_names, src)
