@@ -1,4 +1,4 @@
-"""The `kdgan` command: train | compare | compress | generate | evaluate | export | presets | data."""
+"""The `kdgan` command: train, compare, compress, generate, evaluate, export, presets, data, teacher."""
 
 from __future__ import annotations
 
@@ -52,11 +52,13 @@ def cli(verbose: bool) -> None:
 @click.option("--resolution", type=int, help="Image side in px (32 or 64).")
 @click.option("--split", help="Split folder to read when the data has train/ and test/.")
 @click.option("--data-fraction", type=float, help="Train on this fraction of the data, in (0, 1].")
-@click.option("--teacher", help="KD-DLGAN teacher: clip | inception (image-only, offline) | "
-              "clip-tiny-random (tests only). Default: none (plain GAN).")
+@click.option("--teacher", help="KD-DLGAN teacher: clip | inception (image-only, offline) | classifier "
+              "(`kdgan teacher train`) | torchvision:MODEL | timm:MODEL (image-only) | clip-tiny-random "
+              "(tests only); docs/teachers.md. Default: none (plain GAN).")
 @click.option("--teacher-model", help="open_clip model name for --teacher clip (default ViT-B-32).")
-@click.option("--teacher-weights", help="open_clip pretrained tag or local checkpoint file "
-              "(default openai, or $KDGAN_CLIP_WEIGHTS).")
+@click.option("--teacher-weights", help="clip: open_clip pretrained tag or local checkpoint file "
+              "(default openai, or $KDGAN_CLIP_WEIGHTS); classifier: the `kdgan teacher train` folder; "
+              "torchvision:/timm:: a state-dict file, or 'download'.")
 @click.option("--kd", help="Distillation terms: auto (default: agkd,cgkd with a CLIP teacher, agkd with "
               "the image-only inception teacher), agkd,cgkd, agkd or cgkd.")
 @click.option("--prompts", help="CGKD prompts: a named list (cifar10, cifar100, obama, faces, ...) "
@@ -446,6 +448,79 @@ def data_info(dataset, split, as_json) -> None:
         elif isinstance(v, list):
             v = ", ".join(v)
         click.echo(f"{k:<16}{v}")
+
+
+# --------------------------------------------------------------------------- teacher
+@cli.group()
+def teacher() -> None:
+    """Train and score a classifier teacher for KD-DLGAN (docs/teachers.md)."""
+
+
+@teacher.command("train")
+@click.option("--data", required=True, help="Labelled images: a folder or zip with one sub-folder per class "
+              "(train/ and test/ splits allowed), a CIFAR archive, or a prepared zip.")
+@click.option("--split", default="train", show_default=True, help="Split of --data to train on.")
+@click.option("--exclude", multiple=True, metavar="DATA_OR_ZIP",
+              help="Drop every image whose pixels equal an image of this set, or its mirror (repeatable): "
+              "the GAN's training data, so the teacher never sees it.")
+@click.option("--exclude-split", default="train", show_default=True,
+              help="Split read from each --exclude source that has splits.")
+@click.option("--outdir", required=True, type=click.Path(file_okay=False),
+              help="Writes teacher.safetensors + teacher.json (and a per-epoch checkpoint); re-run to "
+              "resume.")
+@click.option("--epochs", default=12, show_default=True, type=click.IntRange(min=1),
+              help="Passes over the data.")
+@click.option("--width", default=16, show_default=True, type=click.IntRange(min=1),
+              help="Channels of the first stage (w, 2w, 4w; features are 4w).")
+@click.option("--blocks", default=3, show_default=True, type=click.IntRange(min=1),
+              help="Residual blocks per stage (3 = ResNet-20).")
+@click.option("--resolution", default=32, show_default=True, type=int, help="Input side in px.")
+@click.option("--batch-size", default=128, show_default=True, type=int, help="Images per SGD step.")
+@click.option("--lr", default=0.1, show_default=True, type=float,
+              help="Peak SGD learning rate (cosine decay).")
+@click.option("--weight-decay", default=5e-4, show_default=True, type=float, help="SGD weight decay.")
+@click.option("--val-fraction", default=0.1, show_default=True, type=float,
+              help="Fraction of the images held out for validation.")
+@click.option("--test-split", default="test", show_default=True,
+              help="Split of --data scored at the end when it exists ('' for none).")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of split, init and augmentation.")
+@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N.")
+def teacher_train(data, split, exclude, exclude_split, outdir, epochs, width, blocks, resolution, batch_size,
+                  lr, weight_decay, val_fraction, test_split, seed, device) -> None:
+    """Fit a small CIFAR ResNet classifier as a KD-DLGAN teacher (AGKD + CGKD, offline)."""
+    from kdgan.teachers.classifier_train import ClassifierTrainConfig, train_classifier
+
+    cfg = ClassifierTrainConfig(data, split, tuple(exclude), exclude_split, test_split, resolution, width,
+                                blocks, epochs, batch_size, lr, weight_decay, val_fraction=val_fraction,
+                                seed=seed, device=device)
+    info = train_classifier(cfg, outdir)
+    test = (f", test accuracy {info['test_accuracy']:.4f} ({info['test_images']} {info['test_split']} images)"
+            if info["test_accuracy"] is not None else "")
+    click.echo(f"\nwrote {Path(outdir) / 'teacher.safetensors'} and teacher.json: "
+               f"{len(info['class_names'])} classes, {info['data']['train_images']} training images "
+               f"({info['exclusion']['excluded_images']} excluded), validation accuracy "
+               f"{info['val_accuracy']:.4f}{test}\n"
+               f"use it:  kdgan train ... --teacher classifier --teacher-weights {outdir}")
+
+
+@teacher.command("eval")
+@click.argument("weights", type=click.Path(exists=True))
+@click.option("--data", required=True, help="Labelled images with the teacher's class names.")
+@click.option("--split", default="test", show_default=True, help="Split of --data to score.")
+@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def teacher_eval(weights, data, split, device, as_json) -> None:
+    """Top-1 accuracy of a classifier teacher (folder or teacher.safetensors), overall and per class."""
+    from kdgan.teachers.classifier_train import evaluate_classifier
+
+    result = evaluate_classifier(weights, data, split, device)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    click.echo(f"{result['teacher']} on {data} ({split}, {result['images']} images): "
+               f"accuracy {result['accuracy']:.4f}")
+    for c, a in result["per_class"].items():
+        click.echo(f"  {c:<16}{a:.4f}")
 
 
 def main() -> None:

@@ -43,9 +43,14 @@ class TrainConfig:
     lecam_start_steps: int = 1000  # D updates during which the anchors track the batch means
     lecam_rectified: bool = True  # relu form (released code); False = the paper's plain squares
     # --- KD-DLGAN (METHOD.md section 1) ---
-    teacher: str = ""  # "" = no KD | clip | inception | clip-tiny-random / clip-random (tests, benchmarks)
+    # "" = no KD | clip | inception | classifier | torchvision:MODEL | timm:MODEL (docs/teachers.md)
+    # | clip-tiny-random / clip-random (tests, benchmarks)
+    teacher: str = ""
     teacher_model: str = "ViT-B-32"  # open_clip model name (clip teacher)
-    teacher_weights: str = ""  # open_clip pretrained tag or local file; "" = openai / $KDGAN_CLIP_WEIGHTS
+    # clip: pretrained tag or file ("" = openai / $KDGAN_CLIP_WEIGHTS); classifier: the folder of
+    # `kdgan teacher train`; torchvision:/timm:: a state-dict file, or "download"
+    teacher_weights: str = ""
+    teacher_resolution: int = 0  # px, input side of a torchvision:/timm: teacher; 0 = the model's default
     kd: str = "auto"  # KD terms: auto (agkd,cgkd; agkd if the teacher is image-only) | agkd,cgkd | agkd
     agkd_weight: float = 10.0  # w_agkd
     agkd_distance: str = "l2"  # l2 (per-sample norm, released code) | l1 (elementwise mean, paper)
@@ -260,7 +265,16 @@ COMPRESS_DEFAULTS: dict[str, Any] = {
 }
 
 
-TEXT_TEACHERS = ("clip", "clip-tiny-random", "clip-random")  # teachers with a text encoder (CGKD)
+TEACHERS = ("clip", "inception", "classifier", "clip-tiny-random", "clip-random")  # teachers by name
+TEACHER_FAMILIES = ("torchvision", "timm")  # image-only teachers named FAMILY:MODEL
+# teachers with text (or class) embeddings, so CGKD; the classifier's are its class vectors
+TEXT_TEACHERS = ("clip", "classifier", "clip-tiny-random", "clip-random")
+
+
+def is_teacher_name(name: str) -> bool:
+    """A teacher `build_teacher` knows: one of TEACHERS, or FAMILY:MODEL for a TEACHER_FAMILIES member."""
+    family, _, model = name.partition(":")
+    return name in TEACHERS or (family in TEACHER_FAMILIES and bool(model))
 
 
 def kd_terms(cfg: TrainConfig) -> list[str]:
@@ -355,8 +369,10 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         (cfg.eval_protocol != "custom" or cfg.eval_num_gen > 0,
          "eval_protocol custom needs eval_num_gen > 0"),
         (cfg.lecam_weight >= 0 and 0 <= cfg.lecam_decay < 1, "lecam_weight >= 0, lecam_decay in [0, 1)"),
-        (cfg.teacher in ("", "clip", "inception", "clip-tiny-random", "clip-random"),
-         f"teacher must be clip, inception, clip-tiny-random or clip-random, not {cfg.teacher!r}"),
+        (cfg.teacher == "" or is_teacher_name(cfg.teacher),
+         f"teacher must be {', '.join(TEACHERS)}, torchvision:MODEL or timm:MODEL, not {cfg.teacher!r}"),
+        (cfg.teacher_resolution == 0 or (cfg.teacher_resolution > 0 and ":" in cfg.teacher),
+         "teacher_resolution is the input size of a torchvision:/timm: teacher (0 = its default)"),
         (set(kd_terms(cfg)) <= {"agkd", "cgkd"}, f"kd terms are agkd and cgkd, not {cfg.kd!r}"),
         (cfg.agkd_distance in ("l2", "l1"), "agkd_distance must be l2 or l1"),
         (cfg.kd_every >= 1, "kd_every must be at least 1 (1 = KD on every D step)"),
@@ -366,9 +382,10 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         (cfg.clip_input in ("official", "normalized"), "clip_input must be official or normalized"),
         (cfg.clip_on in ("augmented", "clean"), "clip_on must be augmented or clean"),
         (cfg.pd_mode in ("off", "generator"), "pd_mode must be off or generator"),
-        (not (cfg.teacher == "inception" and ("cgkd" in kd_terms(cfg) or cfg.pd_mode != "off")),
-         "CGKD and pairwise diversity need text features, and the inception teacher is image-only; "
-         "use --kd agkd (and pd_mode off) with --teacher inception, or --teacher clip"),
+        (not (cfg.teacher and cfg.teacher not in TEXT_TEACHERS
+              and ("cgkd" in kd_terms(cfg) or cfg.pd_mode != "off")),
+         f"CGKD and pairwise diversity need text features, and the {cfg.teacher} teacher is image-only; "
+         f"use --kd agkd (and pd_mode off) with --teacher {cfg.teacher}, or --teacher clip or classifier"),
     ]
     for ok, message in checks:
         if not ok:

@@ -12,13 +12,16 @@ class Teacher(nn.Module):
     `image_features(images)` takes what D sees: float (B, 3, R, R) in [-1, 1]; returns float32
     (B, dim). `text_features(prompts)` returns float32 (K, dim) where `supports_text`.
     Subclasses set `name`, `dim`, `supports_text`, `input_convention` and implement `encode`.
-    A teacher is never trained, never in an optimiser, never in a checkpoint.
+    A teacher is never trained, never in an optimiser, never in a checkpoint; `weights_sha256`
+    (of its weights file, set by `build_teacher`) says in a run's checkpoints which one it was.
     """
 
     name: str = "teacher"
     dim: int = 0
     supports_text: bool = False
     input_convention: str = ""
+    class_names: tuple[str, ...] = ()  # closed-vocabulary teachers: the classes prompts may name
+    weights_sha256: str = ""  # sha256 of the local weights file; "" for downloaded / built-in weights
 
     def freeze(self) -> Teacher:
         self.eval()

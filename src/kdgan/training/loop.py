@@ -117,7 +117,8 @@ class Trainer:
         self.teacher = None  # frozen; never in an optimiser or a checkpoint
         if config_lib.kd_terms(cfg):
             self.teacher = build_teacher(cfg.teacher, cfg.teacher_model, cfg.teacher_weights,
-                                         cfg.clip_input, self.device, use_compile=cfg.teacher_compile)
+                                         cfg.clip_input, self.device, use_compile=cfg.teacher_compile,
+                                         resolution=cfg.teacher_resolution)
         seed_all(cfg.seed)  # identical initialisation on every rank
         g_config, d_config = net_configs(cfg, self.c_dim, self.teacher.dim if self.teacher else 0)
         if cfg.arch == "stylegan2" and self.local_batch % d_config["mbstd_group"]:
@@ -192,16 +193,19 @@ class Trainer:
             return None
         text = None
         if "cgkd" in terms or cfg.pd_mode == "generator":
-            prompts = resolve_prompts(cfg.prompts, self.dataset.class_names)
+            # unlabelled data: a classifier teacher's own classes
+            prompts = resolve_prompts(cfg.prompts, self.dataset.class_names or list(self.teacher.class_names))
             text = self.teacher.text_features(prompts).float()  # once, kept for the whole run
             shown = "; ".join(prompts[:4]) + (" ..." if len(prompts) > 4 else "")
             log.info("CGKD prompts (%d): %s", len(prompts), shown)
-        log.info("teacher %s (%d-d, input %s), KD terms %s%s", self.teacher.name, self.teacher.dim,
-                 self.teacher.input_convention, "+".join(terms),
+        log.info("teacher %s (%d-d, input %s%s), KD terms %s%s", self.teacher.name, self.teacher.dim,
+                 self.teacher.input_convention,
+                 f", weights sha256 {self.teacher.weights_sha256}" if self.teacher.weights_sha256 else "",
+                 "+".join(terms),
                  f", every {cfg.kd_every} D steps (weights x {cfg.kd_every})" if cfg.kd_every > 1 else "")
         if not self.teacher.supports_text:
-            log.info("the %s teacher is image-only, so AGKD only; with CLIP weights present, "
-                     "--teacher clip gives AGKD + CGKD", self.teacher.name)
+            log.info("the %s teacher is image-only, so AGKD only; --teacher classifier (or clip, with "
+                     "CLIP weights present) gives AGKD + CGKD", self.teacher.name)
         return KDSettings(
             self.teacher, terms, text, cfg.agkd_weight, cfg.agkd_distance, cfg.agkd_p, cfg.cgkd_weight,
             cfg.cgkd_norm, cfg.cgkd_distance, cfg.cgkd_fake_only, cfg.clip_on, cfg.pd_mode, cfg.pd_weight,
@@ -314,6 +318,9 @@ class Trainer:
             "rng": rng_states,
             # compression: which frozen teacher the student learns from (the teacher is not stored)
             "compress": {"teacher": self.cfg.compress_teacher, "teacher_sha256": self.G_teacher_sha256},
+            # KD-DLGAN: which frozen teacher D distils from (the teacher is not stored)
+            "kd_teacher": {"teacher": self.cfg.teacher, "weights": self.cfg.teacher_weights,
+                           "weights_sha256": self.teacher.weights_sha256 if self.teacher else ""},
         }
 
     def load_state_dict(self, ckpt: dict[str, Any]) -> None:
@@ -339,6 +346,14 @@ class Trainer:
                 f"{self.run_dir} was distilled from a different teacher generator (sha256 of its "
                 f"weights {saved_teacher[:12] or 'none'} -> {self.G_teacher_sha256[:12] or 'none'}); "
                 "pass the original --teacher to resume, or use a new --outdir"
+            )
+        saved_kd = ckpt.get("kd_teacher", {}).get("weights_sha256", "")
+        now_kd = self.teacher.weights_sha256 if self.teacher else ""
+        if saved_kd and saved_kd != now_kd:
+            raise KdganError(
+                f"{self.run_dir} was trained with different {self.cfg.teacher} teacher weights (sha256 "
+                f"{saved_kd[:12]} -> {now_kd[:12] or 'none'}); pass the original --teacher-weights "
+                "file to resume, or use a new --outdir"
             )
         for name in ("G", "D", "G_ema"):
             getattr(self, name).load_state_dict(ckpt["nets"][name]["state"])
