@@ -97,7 +97,11 @@ def main() -> None:
                 else f"CPU x{torch.get_num_threads()}")
         batch = args.batch_size or feature_batch_size(device)
         for label, fn in (("kdgan", bench_kdgan), ("fid-helper-pytorch FidHelper", bench_fidhelper)):
-            seconds, fid = fn(a, b, device, batch)
+            try:
+                seconds, fid = fn(a, b, device, batch)
+            except ImportError as e:  # FidHelper's own imports (OpenCV, filetype) may be missing
+                print(f"{label:<30} {name}: skipped, {e}", flush=True)
+                continue
             print(f"{label:<30} {name}: FID {fid:.4f}, {seconds:.1f} s wall, "
                   f"{2 * args.num / seconds:.1f} images/s", flush=True)
 

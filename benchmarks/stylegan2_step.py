@@ -34,6 +34,7 @@ def main() -> None:
     p.add_argument("--teacher", default="clip-random", help="KD teacher, or none to skip the KD row")
     p.add_argument("--channel-base", type=int, default=16384, help="16384 = the paper's 256 px config")
     p.add_argument("--channel-max", type=int, default=512)
+    p.add_argument("--compile", action="store_true", help="torch.compile G and D (plain passes)")
     args = p.parse_args()
     for dev in (["cpu", "cuda"] if args.device == "all" else [args.device]):
         if dev.startswith("cuda") and not torch.cuda.is_available():
@@ -41,12 +42,13 @@ def main() -> None:
             continue
         base = {"device": dev, "precision": args.precision, "data": "synthetic", "eval_every_steps": 0,
                 "resolution": args.resolution, "channel_base": args.channel_base,
-                "channel_max": args.channel_max}
+                "channel_max": args.channel_max, "compile": args.compile}
         cfg = resolve(PRESET, base)
         per_kimg = 1000 / cfg.batch_size  # G steps per kimg (1 D step per G step)
         da, name, peak = time_step(cfg, args.steps, args.repeats, num_images=100)
         width = "" if (args.channel_base, args.channel_max) == (16384, 512) else \
             f" (channel_base {args.channel_base}, channel_max {args.channel_max})"
+        width += " compiled" if args.compile else ""
         print(f"StyleGAN2 {args.resolution}px{width} batch {cfg.batch_size} {args.precision} on {name}: "
               f"DA {da * per_kimg:.1f} s/kimg ({da * 1000:.0f} ms per step), {peak}; "
               f"median of {args.repeats} x {args.steps} steps", flush=True)

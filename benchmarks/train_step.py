@@ -32,7 +32,8 @@ def time_step(cfg, steps: int, repeats: int, num_images: int = 1000) -> tuple[fl
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(cfg, tmp, dataset=data)
         sync = torch.cuda.synchronize if trainer.device.type == "cuda" else (lambda: None)
-        trainer.train_step()  # warm-up (allocator, cuDNN autotune)
+        for _ in range(3 if cfg.compile else 1):  # warm-up (allocator, cuDNN autotune, compiling)
+            trainer.train_step()
         sync()
         if trainer.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
@@ -52,12 +53,13 @@ def time_step(cfg, steps: int, repeats: int, num_images: int = 1000) -> tuple[fl
     return statistics.median(times), name, peak
 
 
-def bench(device: str, steps: int, repeats: int, precision: str, preset: str) -> str:
+def bench(device: str, steps: int, repeats: int, precision: str, preset: str, compile: bool = False) -> str:
     cfg = resolve(preset, {"device": device, "precision": precision, "data": "synthetic",
-                           "eval_every_steps": 0})
+                           "eval_every_steps": 0, "compile": compile})
     step_s, name, peak = time_step(cfg, steps, repeats)
     images = cfg.batch_size * cfg.d_steps  # real images consumed per G step
-    return (f"{preset} {precision} on {name}: {step_s * 1000:.0f} ms per G step "
+    mode = " compiled" if compile else ""
+    return (f"{preset} {precision}{mode} on {name}: {step_s * 1000:.0f} ms per G step "
             f"(batch {cfg.batch_size}, {cfg.d_steps} D steps), {images / step_s:.1f} real images/s, "
             f"{peak}; median of {repeats} x {steps} steps")
 
@@ -69,13 +71,14 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3, help="timed runs; the median is printed")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
     p.add_argument("--preset", default="biggan-cifar10-10pct-da")
+    p.add_argument("--compile", action="store_true", help="torch.compile G and D (compiled in the warm-up)")
     args = p.parse_args()
     devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
     for dev in devices:
         if dev.startswith("cuda") and not torch.cuda.is_available():
             print("cuda: no GPU visible, skipped")
             continue
-        print(bench(dev, args.steps, args.repeats, args.precision, args.preset), flush=True)
+        print(bench(dev, args.steps, args.repeats, args.precision, args.preset, args.compile), flush=True)
 
 
 if __name__ == "__main__":

@@ -407,7 +407,7 @@ def _run_parallel(outdir: Path, todo: list[PlannedRun], jobs: int, progress: _Pr
     CPU threads (on one GPU they share the device); logs in each run folder's compare.log."""
     threads = max(1, (os.cpu_count() or 1) // jobs)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    pending, active = list(todo), {}
+    pending, active = list(todo), {}  # active: run index -> (run, process, log file, start time)
     failed = []
     while pending or active:
         while pending and len(active) < jobs:
@@ -416,16 +416,16 @@ def _run_parallel(outdir: Path, todo: list[PlannedRun], jobs: int, progress: _Pr
             logf = open(run.folder / "compare.log", "a")
             cmd = [sys.executable, "-m", "kdgan.cli", "compare", "--outdir", str(outdir),
                    "--run-one", f"{run.arm.name}:{run.seed}"]
-            active[run] = (subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env),
-                           logf, time.perf_counter())
+            active[run.index] = (run, subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env),
+                                 logf, time.perf_counter())
             log.info("started arm %s seed %d (%d steps), log %s", run.arm.name, run.seed, run.steps,
                      run.folder / "compare.log")
         time.sleep(2.0)
-        for run, (proc, logf, t0) in list(active.items()):
+        for index, (run, proc, logf, t0) in list(active.items()):
             if proc.poll() is None:
                 continue
             logf.close()
-            del active[run]
+            del active[index]
             if proc.returncode != 0:
                 failed.append(run)
                 log.error("arm %s seed %d failed (exit %d); see %s", run.arm.name, run.seed,

@@ -97,6 +97,7 @@ class TrainConfig:
     ema_start_steps: int = 1000  # G steps before which G_ema is a plain copy of G
     steps: int = 125_000  # training length in G steps
     precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; fp16 adds loss scaling)
+    compile: bool = False  # torch.compile G and D for their plain passes (R1 / path-length passes stay eager)
     seed: int = 0  # seed of initialisation, sampling and augmentation
     # --- bookkeeping ---
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -117,7 +118,7 @@ class TrainConfig:
 RESUMABLE_FIELDS = frozenset(
     {"steps", "device", "log_every_steps", "sample_every_steps", "ckpt_every_steps", "keep_ckpts",
      "eval_every_steps", "eval_protocol", "eval_num_gen", "eval_metric", "eval_ref", "inception",
-     "teacher_compile", "compress_teacher"}
+     "teacher_compile", "compress_teacher", "compile"}
 )
 
 

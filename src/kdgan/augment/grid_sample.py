@@ -33,16 +33,22 @@ def grid_sample(x: torch.Tensor, grid: torch.Tensor, padding_mode: str = "reflec
 class _GridSample(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, grid, padding_mode, align_corners):
-        ctx.save_for_backward(x, grid)
+        # at least float32 and one dtype for both, as autocast runs grid_sample (the backward
+        # kernel wants one dtype)
+        dtype = torch.promote_types(torch.promote_types(x.dtype, grid.dtype), torch.float32)
+        x32, grid32 = x.to(dtype), grid.to(dtype)
+        ctx.save_for_backward(x32, grid32)
         ctx.options = (padding_mode, align_corners)
-        return F.grid_sample(x, grid, mode="bilinear", padding_mode=padding_mode, align_corners=align_corners)
+        ctx.x_dtype = x.dtype
+        return F.grid_sample(x32, grid32, mode="bilinear", padding_mode=padding_mode,
+                             align_corners=align_corners)
 
     @staticmethod
     def backward(ctx, grad_out):
         x, grid = ctx.saved_tensors
         grad_x = None
         if ctx.needs_input_grad[0]:
-            grad_x = _GridSampleBackward.apply(grad_out, x, grid, *ctx.options)
+            grad_x = _GridSampleBackward.apply(grad_out.to(x.dtype), x, grid, *ctx.options).to(ctx.x_dtype)
         return grad_x, None, None, None
 
 
@@ -51,9 +57,10 @@ class _GridSampleBackward(torch.autograd.Function):
     def forward(ctx, grad_out, x, grid, padding_mode, align_corners):
         ctx.save_for_backward(grid)
         ctx.options = (padding_mode, align_corners)
-        grad_x, _ = torch.ops.aten.grid_sampler_2d_backward(
-            grad_out, x, grid, _INTERPOLATION["bilinear"], _PADDING[padding_mode], align_corners,
-            [True, False])
+        with torch.autocast(grad_out.device.type, enabled=False):
+            grad_x, _ = torch.ops.aten.grid_sampler_2d_backward(
+                grad_out, x, grid, _INTERPOLATION["bilinear"], _PADDING[padding_mode], align_corners,
+                [True, False])
         return grad_x
 
     @staticmethod
@@ -61,6 +68,6 @@ class _GridSampleBackward(torch.autograd.Function):
         (grid,) = ctx.saved_tensors
         padding_mode, align_corners = ctx.options
         # d(A^T g)/dg applied to grad_grad_x is A grad_grad_x; A^T g does not depend on x.
-        grad_grad_out = F.grid_sample(grad_grad_x, grid, mode="bilinear", padding_mode=padding_mode,
-                                      align_corners=align_corners)
+        grad_grad_out = F.grid_sample(grad_grad_x.to(grid.dtype), grid, mode="bilinear",
+                                      padding_mode=padding_mode, align_corners=align_corners)
         return grad_grad_out, None, None, None, None

@@ -2,8 +2,23 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
+
+
+def _own_precision(fn):
+    """Run a teacher method outside any autocast region: a teacher computes in its own dtype
+    (half on a GPU, fp32 on the CPU), whatever precision G and D train in. Under autocast its
+    half weights met bf16 activations on CUDA ("expected scalar type Float but found Half")."""
+
+    @functools.wraps(fn)
+    def wrapper(self, *args, **kwargs):
+        with torch.autocast("cuda", enabled=False), torch.autocast("cpu", enabled=False):
+            return fn(self, *args, **kwargs)
+
+    return wrapper
 
 
 class Teacher(nn.Module):
@@ -14,6 +29,7 @@ class Teacher(nn.Module):
     Subclasses set `name`, `dim`, `supports_text`, `input_convention` and implement `encode`.
     A teacher is never trained, never in an optimiser, never in a checkpoint; `weights_sha256`
     (of its weights file, set by `build_teacher`) says in a run's checkpoints which one it was.
+    Both feature methods run outside autocast, in the teacher's own dtype.
     """
 
     name: str = "teacher"
@@ -22,6 +38,12 @@ class Teacher(nn.Module):
     input_convention: str = ""
     class_names: tuple[str, ...] = ()  # closed-vocabulary teachers: the classes prompts may name
     weights_sha256: str = ""  # sha256 of the local weights file; "" for downloaded / built-in weights
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        for name in ("image_features", "text_features"):
+            if name in cls.__dict__:
+                setattr(cls, name, _own_precision(cls.__dict__[name]))
 
     def freeze(self) -> Teacher:
         self.eval()

@@ -135,6 +135,13 @@ class Trainer:
         broadcast_module(self.G, self.info)
         broadcast_module(self.D, self.info)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
+        # torch.compile'd views of G and D (same parameters) for the plain passes; R1 and path
+        # length need second derivatives, which compiled graphs do not give, so they stay eager.
+        self.G_fast, self.D_fast = self.G, self.D
+        if cfg.compile:
+            self.G_fast, self.D_fast = torch.compile(self.G), torch.compile(self.D)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels
         self.opt_G = torch.optim.Adam(self.G.parameters(), lr=cfg.g_lr, betas=cfg.betas, eps=cfg.adam_eps)
         self.opt_D = None  # MSE distillation trains no discriminator
         if any(True for _ in self.D.parameters()):
@@ -276,14 +283,16 @@ class Trainer:
         for i in range(cfg.d_steps if self.opt_D is not None else 0):
             d_step = self.step * cfg.d_steps + i
             real, labels, idx = self.real_batch(d_step)
+            D = self.D if self.objective.needs_second_derivative(d_step) else self.D_fast
             with self._autocast():
-                terms, stats = self.objective.d_terms(self.G, self.D, real, labels, idx, d_step)
+                terms, stats = self.objective.d_terms(self.G_fast, D, real, labels, idx, d_step)
             self._optimize("D", terms)
             for k, v in {**terms, **stats}.items():
                 logs[k] = logs.get(k, 0.0) + v.detach() / cfg.d_steps
         self.D.requires_grad_(False)  # no D weight gradients in the G phase
         with self._autocast():
-            terms, stats = self.objective.g_terms(self.G, self.D, self.local_batch, self.device, self.step)
+            terms, stats = self.objective.g_terms(self.G_fast, self.D_fast, self.local_batch, self.device,
+                                                  self.step, G_eager=self.G)
         self._optimize("G", terms)
         self.D.requires_grad_(True)
         logs.update({k: v.detach() for k, v in {**terms, **stats}.items()})

@@ -101,6 +101,10 @@ class GANObjective:
         labels = torch.randint(0, max(self.c_dim, 1), (batch_size,), device=device)
         return z, labels
 
+    def needs_second_derivative(self, d_step: int) -> bool:
+        """Whether D step `d_step` takes R1 (a gradient of D's gradient: D must run eagerly)."""
+        return self.reg.r1_gamma > 0 and d_step % self.reg.r1_every == 0
+
     def d_terms(self, G: nn.Module, D: nn.Module, real_images: torch.Tensor, real_labels: torch.Tensor,
                 real_indices: torch.Tensor | None = None, d_step: int = 0) -> tuple[Terms, Terms]:
         """D loss terms and statistics for one real batch (B, 3, R, R) in [-1, 1]; `d_step` is the
@@ -118,7 +122,7 @@ class GANObjective:
             swapped = torch.rand(b, device=real_images.device) < apa_p
             real_images = torch.where(swapped.view(b, 1, 1, 1), pseudo, real_images)
             real_labels = torch.where(swapped, pseudo_labels, real_labels)
-        use_r1 = reg.r1_gamma > 0 and d_step % reg.r1_every == 0
+        use_r1 = self.needs_second_derivative(d_step)
         if use_r1:
             real_images = real_images.detach().requires_grad_(True)
         clean = torch.cat([fake_images, real_images])
@@ -175,8 +179,10 @@ class GANObjective:
         return terms
 
     def g_terms(self, G: nn.Module, D: nn.Module, batch_size: int, device: torch.device,
-                g_step: int = 0) -> tuple[Terms, Terms]:
-        """G loss terms for one batch of fresh latents; `g_step` is the global G-step index."""
+                g_step: int = 0, G_eager: nn.Module | None = None) -> tuple[Terms, Terms]:
+        """G loss terms for one batch of fresh latents; `g_step` is the global G-step index.
+        `G_eager` (default G) runs the path-length pass, which needs a second derivative that a
+        compiled G does not give."""
         z, labels = self.sample_latents(batch_size, device)
         seen = self.augment(G(z, labels, **self.g_kwargs))
         terms = {f"g/{self.loss_name}": self.loss_g(D(seen, labels))}
@@ -189,7 +195,8 @@ class GANObjective:
         if reg.pl is not None and reg.pl_weight > 0 and g_step % reg.pl_every == 0:
             n = max(1, batch_size // reg.pl_batch_shrink)
             z_pl, labels_pl = self.sample_latents(n, device)
-            terms["g/pl"] = reg.pl_every * reg.pl_weight * reg.pl(G, z_pl, labels_pl, reg.style_mixing)
+            terms["g/pl"] = reg.pl_every * reg.pl_weight * reg.pl(G_eager or G, z_pl, labels_pl,
+                                                                    reg.style_mixing)
             stats["stats/pl_mean"] = reg.pl.mean.detach().clone()
         return terms, stats
 
@@ -241,6 +248,9 @@ class DistillObjective:
 
     sample_latents = GANObjective.sample_latents
 
+    def needs_second_derivative(self, d_step: int) -> bool:
+        return self.r1_gamma > 0  # R1 on every step of both discriminators
+
     def _game(self, D: nn.Module, real_images: torch.Tensor, real_labels: torch.Tensor,
               fake_images: torch.Tensor, fake_labels: torch.Tensor, name: str) -> tuple[Terms, Terms]:
         """One discriminator's loss on its real and fake batches (one pass), plus R1."""
@@ -280,7 +290,7 @@ class DistillObjective:
         return terms, stats
 
     def g_terms(self, G: nn.Module, D: nn.Module, batch_size: int, device: torch.device,
-                g_step: int = 0) -> tuple[Terms, Terms]:
+                g_step: int = 0, G_eager: nn.Module | None = None) -> tuple[Terms, Terms]:
         """The student's loss terms for one batch of fresh latents."""
         z, labels = self.sample_latents(batch_size, device)
         student = G(z, labels)

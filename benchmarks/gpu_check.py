@@ -1,0 +1,366 @@
+"""Validate and measure everything CUDA-only in one command, in parts that each fit a 10-minute slot.
+
+    python benchmarks/gpu_check.py --out gpu-check [--parts tests,speed,profile,compile,metrics,compare]
+                                   [--data ../shared/data/cifar10-jpeg-10pct.zip] [--quick]
+
+Parts (minutes on one H100, measured; see docs/gpu.md):
+  env      versions, GPU, driver (always)
+  tests    pytest -m gpu: training steps on CUDA in fp32 / bf16 / fp16, every teacher in half precision
+  speed    BigGAN-CIFAR step (fp32, bf16), KD-DLGAN overhead (CLIP ViT-B/32 shape; target <= 1.5x DA),
+           StyleGAN2 256 px s/kimg (fp32, bf16, with and without KD), AKDG teacher vs students
+  profile  torch.profiler top operators of the BigGAN and StyleGAN2 steps
+  compile  the BigGAN and StyleGAN2 steps with torch.compile of G and D
+  metrics  Inception feature extraction and N-vs-N FID wall time (needs --data)
+  compare  a short DA vs DA + KD comparison on --data with `kdgan compare` (3 seeds, runs side by side)
+
+Each part runs its commands as subprocesses (one failure does not stop the others), writes
+<part>.log, and appends its result lines to results.md (ready to paste into the README) and
+results.json. Without a CUDA device every CUDA part is skipped with one line saying so, and the
+output folder is still written (a dry run of the check itself). `--quick` shortens every part
+(fewer steps and repeats) to fit a tight GPU budget.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "cifar10-jpeg-10pct.zip"
+PARTS = ("env", "tests", "speed", "profile", "compile", "metrics", "compare")
+
+
+def commands(part: str, data: Path, out: Path, quick: bool) -> list[tuple[str, list[str], int]]:
+    """(label, argv, timeout seconds) of each command of a part."""
+    py = sys.executable
+    b = str(ROOT / "benchmarks")
+    r = "3" if quick else "5"
+    if part == "tests":
+        return [
+            (
+                "pytest -m gpu",
+                [
+                    py,
+                    "-m",
+                    "pytest",
+                    "-m",
+                    "gpu",
+                    "-q",
+                    "-p",
+                    "no:cacheprovider",
+                    str(ROOT / "tests" / "gpu"),
+                ],
+                540,
+            )
+        ]
+    if part == "speed":
+        cmds = []
+        for prec in ("fp32", "bf16"):
+            cmds.append(
+                (
+                    f"train_step {prec}",
+                    [
+                        py,
+                        f"{b}/train_step.py",
+                        "--device",
+                        "cuda",
+                        "--precision",
+                        prec,
+                        "--steps",
+                        "5",
+                        "--repeats",
+                        r,
+                    ],
+                    120,
+                )
+            )
+        for prec in ("fp32", "bf16"):
+            cmds.append(
+                (
+                    f"kd_overhead {prec}",
+                    [
+                        py,
+                        f"{b}/kd_overhead.py",
+                        "--device",
+                        "cuda",
+                        "--precision",
+                        prec,
+                        "--steps",
+                        "5",
+                        "--repeats",
+                        "3",
+                    ],
+                    150,
+                )
+            )
+        for prec in ("fp32", "bf16"):
+            cmds.append(
+                (
+                    f"stylegan2 {prec}",
+                    [
+                        py,
+                        f"{b}/stylegan2_step.py",
+                        "--device",
+                        "cuda",
+                        "--precision",
+                        prec,
+                        "--steps",
+                        "16",
+                        "--repeats",
+                        "2" if quick else "3",
+                        *(["--teacher", "none"] if quick else []),
+                    ],
+                    240,
+                )
+            )
+        if not quick:
+            cmds.append(("compress", [py, f"{b}/compress.py", "--device", "cuda"], 120))
+        return cmds
+    if part == "profile":
+        return [
+            (
+                f"profile {preset} {prec}",
+                [
+                    py,
+                    f"{b}/profile_step.py",
+                    "--preset",
+                    preset,
+                    "--device",
+                    "cuda",
+                    "--precision",
+                    prec,
+                    "--steps",
+                    "3",
+                    "--top",
+                    "20",
+                ],
+                150,
+            )
+            for preset, prec in (
+                ("biggan-cifar10-10pct-da", "fp32"),
+                ("stylegan2-obama-da", "fp32"),
+                ("stylegan2-obama-da", "bf16"),
+            )
+        ][: 2 if quick else 3]
+    if part == "compile":
+        return [
+            (
+                "train_step fp32 compiled",
+                [py, f"{b}/train_step.py", "--device", "cuda", "--compile", "--steps", "5", "--repeats", r],
+                300,
+            ),
+            (
+                "stylegan2 fp32 compiled",
+                [
+                    py,
+                    f"{b}/stylegan2_step.py",
+                    "--device",
+                    "cuda",
+                    "--compile",
+                    "--teacher",
+                    "none",
+                    "--steps",
+                    "16",
+                    "--repeats",
+                    "2",
+                ],
+                300,
+            ),
+        ]
+    if part == "metrics":
+        return [("metrics 5k", [py, f"{b}/metrics.py", "--device", "cuda", "--num", "5000"], 300)]
+    if part == "compare":
+        steps, seeds = ("300", "0,1") if quick else ("2000", "0,1,2")
+        return [
+            (
+                "compare DA vs DA+KD",
+                [
+                    py,
+                    "-m",
+                    "kdgan.cli",
+                    "compare",
+                    "--outdir",
+                    str(out / "compare"),
+                    "--arm",
+                    "da=biggan-cifar10-10pct-da",
+                    "--arm",
+                    "da-kd=biggan-cifar10-10pct-da teacher=inception",
+                    "--seeds",
+                    seeds,
+                    "--steps",
+                    steps,
+                    "--data",
+                    str(data),
+                    "--device",
+                    "cuda",
+                    "--set",
+                    "data_fraction=1.0",
+                    "--protocol",
+                    "cifar",
+                    "--num-gen",
+                    "5000",
+                    "--metrics",
+                    "kid,fid,pr",
+                    "--jobs",
+                    "6",
+                    "--inception",
+                    "tf-torchscript",
+                ],
+                590,
+            )
+        ]
+    return []
+
+
+def needs_cuda(part: str) -> bool:
+    return part != "env"
+
+
+def run_part(part: str, data: Path, out: Path, quick: bool, cuda: bool) -> dict:
+    """Run one part; its log goes to <part>.log; returns {status, seconds, lines}."""
+    if part == "env":
+        return {"status": "ok", "seconds": 0.0, "lines": env_lines()}
+    if needs_cuda(part) and not cuda:
+        line = f"{part}: skipped, no CUDA device visible (run this part on a GPU machine)"
+        print(line, flush=True)
+        return {"status": "skipped", "seconds": 0.0, "lines": [line]}
+    if part in ("metrics", "compare") and not data.exists():
+        line = f"{part}: skipped, --data {data} does not exist (copy cifar10-jpeg-10pct.zip there)"
+        print(line, flush=True)
+        return {"status": "skipped", "seconds": 0.0, "lines": [line]}
+    lines, status, t_part = [], "ok", time.perf_counter()
+    env = {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "KDGAN_OFFLINE": os.environ.get("KDGAN_OFFLINE", "1"),
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+    with open(out / f"{part}.log", "a") as logf:
+        for label, argv, timeout in commands(part, data, out, quick):
+            print(f"[{part}] {label} ...", flush=True)
+            logf.write(f"\n$ {' '.join(argv)}\n")
+            logf.flush()
+            t0 = time.perf_counter()
+            try:
+                proc = subprocess.run(
+                    argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+                )
+                text, rc = proc.stdout + proc.stderr, proc.returncode
+            except subprocess.TimeoutExpired as e:
+                text = (e.stdout or b"").decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
+                text += f"\n(timed out after {timeout} s)"
+                rc = 124
+            logf.write(text)
+            dt = time.perf_counter() - t0
+            results = result_lines(part, text)
+            if rc != 0:
+                status = "failed"
+                results.append(
+                    f"FAILED ({'timeout' if rc == 124 else f'exit {rc}'}): {label}; see {part}.log"
+                )
+            for line in results:
+                print(f"  {line}", flush=True)
+            lines += [f"{label} ({dt:.0f} s):"] + [f"  {x}" for x in results]
+    return {"status": status, "seconds": time.perf_counter() - t_part, "lines": lines}
+
+
+def result_lines(part: str, text: str) -> list[str]:
+    """The lines worth keeping from a command's output."""
+    keep = []
+    for line in text.splitlines():
+        s = line.strip()
+        if part == "tests" and (" passed" in s or " failed" in s or s.startswith("FAILED")):
+            keep.append(s)
+        elif part in ("speed", "compile", "metrics") and (
+            " on " in s or "s/kimg" in s or "img/s" in s or s.startswith(("teacher", "student", "network"))
+        ):
+            keep.append(s)
+        elif part == "profile" and s and not s.startswith("---"):
+            keep.append(s)
+        elif part == "compare" and ("|" in s or s.startswith(("report", "error"))):
+            keep.append(s)
+    return keep
+
+
+def env_lines() -> list[str]:
+    import torch
+
+    lines = [
+        f"python {platform.python_version()}, torch {torch.__version__}, CUDA build {torch.version.cuda}"
+    ]
+    if torch.cuda.is_available():
+        p = torch.cuda.get_device_properties(0)
+        lines.append(
+            f"GPU {p.name}, {p.total_memory / 2**30:.0f} GiB, {p.multi_processor_count} SMs, "
+            f"cuDNN {torch.backends.cudnn.version()}, TF32 conv {torch.backends.cudnn.allow_tf32}, "
+            f"TF32 matmul {torch.backends.cuda.matmul.allow_tf32}"
+        )
+        try:
+            smi = subprocess.run(
+                ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            ).stdout.strip()
+            lines.append(f"driver {smi}")
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+    else:
+        lines.append("no CUDA device visible")
+    lines.append(f"CPU threads {torch.get_num_threads()}, {platform.machine()}")
+    return lines
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", default="gpu-check", help="output folder (results.md, results.json, logs)")
+    p.add_argument("--parts", default=",".join(PARTS), help=f"comma list of {', '.join(PARTS)}")
+    p.add_argument("--data", default=str(DEFAULT_DATA), help="cifar10-jpeg-10pct.zip (metrics, compare)")
+    p.add_argument("--quick", action="store_true", help="fewer steps and repeats, for a tight GPU budget")
+    args = p.parse_args()
+    parts = [x.strip() for x in args.parts.split(",") if x.strip()]
+    bad = [x for x in parts if x not in PARTS]
+    if bad:
+        sys.exit(f"unknown part(s) {', '.join(bad)}; choose from {', '.join(PARTS)}")
+    if "env" not in parts:
+        parts.insert(0, "env")
+    import torch
+
+    cuda = torch.cuda.is_available()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if not cuda:
+        print("no CUDA device visible: CUDA parts are skipped (dry run of the check)", flush=True)
+    results_path = out / "results.json"
+    results = json.loads(results_path.read_text()) if results_path.exists() else {}
+    for part in parts:
+        res = run_part(part, Path(args.data), out, args.quick, cuda)
+        res["when"] = time.strftime("%Y-%m-%d %H:%M:%S")
+        results[part] = res
+        results_path.write_text(json.dumps(results, indent=2))
+        write_markdown(out, results)
+    failed = [k for k, v in results.items() if v["status"] == "failed"]
+    print(
+        f"wrote {out / 'results.md'} and {results_path}"
+        + (f"; FAILED parts: {', '.join(failed)}" if failed else "")
+    )
+    sys.exit(1 if failed else 0)
+
+
+def write_markdown(out: Path, results: dict) -> None:
+    lines = ["# GPU check", ""]
+    for part, res in results.items():
+        lines += [f"## {part}: {res['status']} ({res['seconds']:.0f} s, {res.get('when', '')})", "", "```"]
+        lines += res["lines"]
+        lines += ["```", ""]
+    (out / "results.md").write_text("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
