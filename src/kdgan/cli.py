@@ -246,6 +246,7 @@ def evaluate(ckpt, images, data, protocol, num_gen, ref_split, repeat, metrics, 
     from kdgan.metrics import format_table, generate_uint8, get_protocol, load_inception, reference_features
     from kdgan.metrics.evaluate import parse_metrics
     from kdgan.metrics.images import load_generated
+    from kdgan.metrics.vgg import load_vgg16
     from kdgan.nets import load_generator
     from kdgan.utils.dist import resolve_device
 
@@ -256,6 +257,10 @@ def evaluate(ckpt, images, data, protocol, num_gen, ref_split, repeat, metrics, 
     dev = resolve_device(device)
     extractor = load_inception(inception, dev)
     ref = reference_features(data, proto.ref_split, extractor, batch_size, use_cache=not no_cache)
+    pr = None  # precision / recall on VGG-16 fc2 features where its weights are present
+    if "pr" in names and (vgg := load_vgg16(dev)) is not None:
+        pr = (vgg, reference_features(data, proto.ref_split, vgg, batch_size, use_cache=not no_cache,
+                                      desc="reference VGG-16"))
     if images is not None:
         if Path(images).suffix == ".npz":
             generated = load_generated(images)
@@ -269,7 +274,7 @@ def evaluate(ckpt, images, data, protocol, num_gen, ref_split, repeat, metrics, 
         repeat = repeat or proto.repeats
         G = load_generator(ckpt, dev)
         sample = lambda s: generate_uint8(G, proto.num_gen, s, batch_size or 100, dev)  # noqa: E731
-    result = run_eval(sample, ref, extractor, proto, names, repeat, seed, batch_size)
+    result = run_eval(sample, ref, extractor, proto, names, repeat, seed, batch_size, pr)
     result["generated"]["source"] = str(ckpt or images)
     table = format_table(result)
     click.echo(table)

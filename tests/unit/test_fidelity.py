@@ -381,3 +381,72 @@ def test_spectral_norm_epsilon_is_biggans():
     G = build_generator(TINY_G)
     assert G.linear.parametrizations.weight[0].eps == 1e-8
     assert all(name in PRESETS for name in ("biggan-cifar10-10pct-da", "stylegan2-obama-da"))
+
+
+class PooledPixels(torch.nn.Module):
+    """A small fixed feature network: mean pixels over a k x k grid (a stand-in for Inception / VGG)."""
+
+    def __init__(self, k: int):
+        super().__init__()
+        self.k = k
+
+    def forward(self, x):
+        return (torch.nn.functional.adaptive_avg_pool2d(x.float(), self.k).flatten(1),)
+
+
+def test_precision_recall_use_vgg_features_when_present_else_say_not_comparable(tmp_path, monkeypatch):
+    from kdgan.metrics import evaluate, extract_features
+    from kdgan.metrics.compute import compute_precision_recall
+    from kdgan.metrics.inception import InceptionFeatures
+    from kdgan.metrics.vgg import load_vgg16
+
+    monkeypatch.setenv("KDGAN_OFFLINE", "1")
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    assert load_vgg16("cpu") is None  # no weights, no download
+
+    rng = np.random.default_rng(0)
+    real, fake = (rng.integers(0, 256, (40, 16, 16, 3), dtype=np.uint8) for _ in range(2))
+    main = InceptionFeatures(PooledPixels(4), "pooled-4", False, torch.device("cpu"))
+    vgg = InceptionFeatures(PooledPixels(2), "pooled-2", False, torch.device("cpu"))
+    vgg.fid_stats = False
+    ref, pr_ref = extract_features(real, main), extract_features(real, vgg)
+    proto = get_protocol("custom", 40)
+    with_vgg = evaluate(lambda s: fake, ref, main, proto, ("pr",), pr=(vgg, pr_ref))
+    expected = compute_precision_recall(extract_features(fake, vgg).pool3, pr_ref.pool3)
+    assert with_vgg["pr_features"] == "pooled-2" and not with_vgg["notes"]
+    assert (with_vgg["metrics"]["precision"]["mean"], with_vgg["metrics"]["recall"]["mean"]) == expected
+    fallback = evaluate(lambda s: fake, ref, main, proto, ("pr",))
+    assert fallback["pr_features"] == "pooled-4 pool3"
+    assert any("not comparable with published values" in n for n in fallback["notes"])
+
+
+def test_vgg_reference_features_are_cached_without_fid_statistics(tmp_path, monkeypatch, image_folder):
+    from kdgan.metrics import reference_features
+    from kdgan.metrics.inception import InceptionFeatures
+
+    monkeypatch.setenv("KDGAN_CACHE_DIR", str(tmp_path / "cache"))
+    vgg = InceptionFeatures(PooledPixels(2), "pooled-2", False, torch.device("cpu"))
+    vgg.fid_stats = False
+    first = reference_features(str(image_folder), "train", vgg)
+    again = reference_features(str(image_folder), "train", vgg)
+    assert first.info["cache"] == "miss" and again.info["cache"] == "hit"
+    assert torch.equal(first.pool3, again.pool3)
+    with np.load(first.info["cache_file"]) as z:
+        assert "sigma" not in z.files
+
+
+def test_dry_run_shows_the_released_values():
+    from click.testing import CliRunner
+
+    from kdgan.cli import cli
+
+    def dry_run(preset):
+        out = CliRunner().invoke(cli, ["train", "--preset", preset, "--outdir", "unused", "--dry-run"])
+        return json.loads(out.output)
+
+    cfg = dry_run("biggan-cifar10-10pct-lecam-da-kd")
+    assert (cfg["lecam_decay"], cfg["lecam_start_steps"], cfg["lecam_warmup"]) == (0.9, 1000, "g-steps")
+    assert (cfg["ema_bn_mode"], cfg["ema_bn_batch"], cfg["data_draw"]) == ("batch", 50, "released")
+    cfg = dry_run("stylegan2-obama-da")
+    assert (cfg["channel_base"], cfg["lazy_reg"], cfg["ada_p_cap"]) == (32768, "separate", False)
+    assert cfg["ema_decay"] == pytest.approx(0.5 ** (16 / 10_000))

@@ -16,6 +16,7 @@ from kdgan.errors import KdganError
 from kdgan.metrics.compute import compute_fid, compute_is, compute_kid, compute_precision_recall
 from kdgan.metrics.inception import RESIZE, InceptionFeatures
 from kdgan.metrics.reference import FeatureSet, extract_features
+from kdgan.metrics.vgg import VGG_WEIGHTS_FILE, vgg16_weights_path
 
 log = logging.getLogger(__name__)
 
@@ -107,9 +108,18 @@ def generate_uint8(G: nn.Module, num: int, seed: int, batch_size: int = 100,
     return np.concatenate(out)[:num]
 
 
+PR_NOT_COMPARABLE = (
+    "precision/recall on Inception pool3 features: not comparable with published values, which use "
+    "VGG-16 fc2 (Kynkaanniemi et al., stylegan2-ada, torch-fidelity); put torchvision's {file} in {dir} "
+    "to use it"
+)
+
+
 def score(gen: FeatureSet, ref: FeatureSet, metrics: tuple[str, ...], seed: int,
-          is_splits: int = 10) -> tuple[dict[str, Any], list[str]]:
-    """All requested metrics for one generated feature set against the reference."""
+          is_splits: int = 10, pr_gen: FeatureSet | None = None,
+          pr_ref: FeatureSet | None = None) -> tuple[dict[str, Any], list[str]]:
+    """All requested metrics for one generated feature set against the reference; precision and
+    recall on `pr_gen` / `pr_ref` (VGG-16 fc2 features) when given, else on Inception pool3."""
     values: dict[str, Any] = {}
     notes: list[str] = []
     for m in metrics:
@@ -125,7 +135,10 @@ def score(gen: FeatureSet, ref: FeatureSet, metrics: tuple[str, ...], seed: int,
             else:
                 values["is"], values["is_split_std"] = compute_is(gen.logits, is_splits, seed)
         elif m == "pr":
-            values["precision"], values["recall"] = compute_precision_recall(gen.pool3, ref.pool3)
+            if pr_gen is not None and pr_ref is not None:
+                values["precision"], values["recall"] = compute_precision_recall(pr_gen.pool3, pr_ref.pool3)
+            else:
+                values["precision"], values["recall"] = compute_precision_recall(gen.pool3, ref.pool3)
     return values, notes
 
 
@@ -143,18 +156,32 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def evaluate(sample, ref: FeatureSet, extractor: InceptionFeatures, protocol: Protocol,
              metrics: tuple[str, ...], repeats: int = 1, seed: int = 0,
-             batch_size: int | None = None) -> dict[str, Any]:
+             batch_size: int | None = None,
+             pr: tuple[InceptionFeatures, FeatureSet] | None = None) -> dict[str, Any]:
     """Evaluate `repeats` generated sets; `sample(seed)` makes each one: uint8 images (N, H, W, 3),
-    or their features already extracted (a FeatureSet)."""
+    or their features already extracted (a FeatureSet). `pr`: the VGG-16 extractor and the
+    reference's VGG features (kdgan.metrics.vgg), for precision / recall comparable with the
+    published values; without them (or with pre-extracted features) P/R use Inception pool3
+    and a note says so."""
     runs, notes, num = [], [], 0
+    pr_features = None
     for r in range(repeats):
         out = sample(seed + r)
+        pr_gen = None
         if isinstance(out, FeatureSet):
             feats = out
         else:
             feats = extract_features(out, extractor, batch_size, desc=f"generated features {r + 1}/{repeats}")
+            if pr is not None and "pr" in metrics:
+                pr_gen = extract_features(out, pr[0], batch_size,
+                                          desc=f"generated VGG features {r + 1}/{repeats}")
         num = len(feats.pool3)
-        values, n = score(feats, ref, metrics, seed + r)
+        values, n = score(feats, ref, metrics, seed + r, pr_gen=pr_gen,
+                          pr_ref=pr[1] if pr_gen is not None else None)
+        if "pr" in metrics:
+            pr_features = pr[0].name if pr_gen is not None else f"{extractor.name} pool3"
+            if pr_gen is None:
+                n = [*n, PR_NOT_COMPARABLE.format(file=VGG_WEIGHTS_FILE, dir=vgg16_weights_path().parent)]
         runs.append(values)
         notes += [x for x in n if x not in notes]
         log.info("repeat %d/%d: %s", r + 1, repeats,
@@ -169,6 +196,8 @@ def evaluate(sample, ref: FeatureSet, extractor: InceptionFeatures, protocol: Pr
         "resize": RESIZE,
         "notes": notes,
     }
+    if pr_features is not None:
+        result["pr_features"] = pr_features
     if "is" in metrics and not extractor.has_logits:
         result["unavailable"] = {"is": "Inception Score unavailable: " + extractor.no_logits_reason}
     return result
@@ -190,5 +219,7 @@ def format_table(result: dict[str, Any]) -> str:
         f"{ref['num_images']} reference images ({ref['source']}, split {ref['split']}, sha256 "
         f"{ref['content_sha256'][:12]}); {result['feature_extractor']}, resize {result['resize']}"
     )]
+    if "pr_features" in result:
+        rows.append(f"precision / recall features: {result['pr_features']}")
     rows += [f"note: {n}" for n in result["notes"]]
     return "\n".join(rows)
