@@ -75,6 +75,19 @@ def test_batch_mode_uses_each_batch_of_bn_batch_and_ignores_the_buffers():
         assert (stale - fresh(z, y)).abs().mean() > 0.1
 
 
+def test_a_single_image_falls_back_to_running_statistics():
+    G = build_generator({"arch": "mlp", "z_dim": 8, "c_dim": 0, "img_resolution": 8, "ch": 16,
+                         "bn_mode": "batch"}).eval()
+    z = torch.randn(2, 8)
+    with torch.no_grad():
+        one = G(z[:1])  # batch statistics of one image over the MLP's units do not exist
+        G.bn_mode = "running"
+        torch.testing.assert_close(one, G(z[:1]))
+        batch = build_generator({**G.config, "bn_mode": "batch"}).eval()
+        batch.load_state_dict(G.state_dict())
+        assert not torch.allclose(G(z), batch(z))  # two images: batch statistics
+
+
 def test_standing_statistics_are_recomputed_from_fresh_batches():
     G = trained_like_generator("standing")
     first_bn = G.blocks[0].bn1.bn

@@ -98,10 +98,12 @@ def generator_forward(G: nn.Module, forward: Callable[[torch.Tensor, torch.Tenso
                       z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
     """`forward(z, labels)` of a generator with BatchNorm under its `bn_mode`: in eval mode with
     bn_mode batch, the batch is cut into ceil(B / bn_batch) near-equal parts (exactly bn_batch
-    images each when bn_batch divides B), each normalised with its own statistics."""
+    images each when bn_batch divides B), each normalised with its own statistics. A batch of
+    one image uses the running statistics (one image has no batch statistics over the MLP's
+    units; callers that sample, such as `kdgan generate`, run whole batches)."""
     if labels is None or G.c_dim == 0:
         labels = torch.zeros(z.shape[0], dtype=torch.long, device=z.device)
-    if G.training or G.bn_mode != "batch":
+    if G.training or G.bn_mode != "batch" or z.shape[0] == 1:
         return forward(z, labels)
     parts = math.ceil(z.shape[0] / G.bn_batch)
     with batchnorm_batch_statistics(G):
