@@ -316,8 +316,9 @@ def generate(ckpt, num, outdir, seed, class_index, batch_size, device, npz, trun
               help="cifar (10k vs test), fewshot (5k vs train, KID), full50k, or custom.")
 @click.option("--num-gen", type=int, help="Generated images per repeat (overrides the protocol).")
 @click.option("--ref-split", help="Reference split (overrides the protocol's).")
-@click.option("--repeat", default=1, show_default=True, type=click.IntRange(min=1),
-              help="Evaluations with different seeds; mean +- std is reported.")
+@click.option("--repeat", type=click.IntRange(min=1),
+              help="Evaluations with different seeds; mean +- std is reported [default: the protocol's: "
+              "3 for cifar, else 1].")
 @click.option("--metrics", help="Comma list of fid, kid, is, pr (default: the protocol's).")
 @click.option("--seed", default=0, show_default=True, help="Seed of the first repeat's z.")
 @click.option("--batch-size", type=click.IntRange(min=1),
@@ -336,6 +337,7 @@ def evaluate(ckpt, images, data, protocol, num_gen, ref_split, repeat, metrics, 
     from kdgan.metrics import format_table, generate_uint8, get_protocol, load_inception, reference_features
     from kdgan.metrics.evaluate import parse_metrics
     from kdgan.metrics.images import load_generated
+    from kdgan.metrics.vgg import load_vgg16
     from kdgan.nets import load_generator
     from kdgan.utils.dist import resolve_device
 
@@ -346,19 +348,24 @@ def evaluate(ckpt, images, data, protocol, num_gen, ref_split, repeat, metrics, 
     dev = resolve_device(device)
     extractor = load_inception(inception, dev)
     ref = reference_features(data, proto.ref_split, extractor, batch_size, use_cache=not no_cache)
+    pr = None  # precision / recall on VGG-16 fc2 features where its weights are present
+    if "pr" in names and (vgg := load_vgg16(dev)) is not None:
+        pr = (vgg, reference_features(data, proto.ref_split, vgg, batch_size, use_cache=not no_cache,
+                                      desc="reference VGG-16"))
     if images is not None:
         if Path(images).suffix == ".npz":
             generated = load_generated(images)
         else:  # an image folder or zip: features cached by content, resumable like a reference set
             generated = reference_features(images, "train", extractor, batch_size, use_cache=not no_cache,
                                            desc="generated")
-        if repeat > 1:
+        if repeat is not None and repeat > 1:
             log.warning("--repeat %d ignored: --images is one fixed set", repeat)
         repeat, sample = 1, (lambda _seed: generated)
     else:
+        repeat = repeat or proto.repeats
         G = load_generator(ckpt, dev)
         sample = lambda s: generate_uint8(G, proto.num_gen, s, batch_size or 100, dev)  # noqa: E731
-    result = run_eval(sample, ref, extractor, proto, names, repeat, seed, batch_size)
+    result = run_eval(sample, ref, extractor, proto, names, repeat, seed, batch_size, pr)
     result["generated"]["source"] = str(ckpt or images)
     table = format_table(result)
     click.echo(table)

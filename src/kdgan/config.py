@@ -21,6 +21,7 @@ class TrainConfig:
     data_fraction: float = 1.0  # fraction of the images to train on, in (0, 1]
     data_seed: int = 0  # seed of the subset draw (independent of `seed`)
     data_balanced: bool = False  # draw the subset per class (same fraction of every class)
+    data_draw: str = "released"  # subset draw: released (np.random.seed, np.random.choice) | generator
     conditional: bool = True  # class-conditional G and D when the data has labels
     xflip: bool = True  # random horizontal mirror of real images (dataset x2)
     # --- networks ---
@@ -39,8 +40,9 @@ class TrainConfig:
     loss: str = "hinge"  # adversarial loss: hinge | ns (non-saturating)
     diffaugment: str = "translation,cutout"  # DiffAugment policy, comma separated; "" for none
     lecam_weight: float = 0.0  # w_lc of the LeCam regulariser in D's loss; 0 = off (0.3 for BigGAN-CIFAR)
-    lecam_decay: float = 0.99  # EMA decay of the LeCam anchors
-    lecam_start_steps: int = 1000  # D updates during which the anchors track the batch means
+    lecam_decay: float = 0.9  # EMA decay of the LeCam anchors (released code; 0.99 in the LeCam paper's text)
+    lecam_start_steps: int = 1000  # warm-up length, in the unit lecam_warmup names
+    lecam_warmup: str = "g-steps"  # g-steps: anchors copy the batch means, R_LC off (released) | d-updates
     lecam_rectified: bool = True  # relu form (released code); False = the paper's plain squares
     # --- KD-DLGAN (METHOD.md section 1) ---
     # "" = no KD | clip | inception | classifier | torchvision:MODEL | timm:MODEL (docs/teachers.md)
@@ -68,6 +70,7 @@ class TrainConfig:
     kd_every: int = 1  # D steps between KD terms, weights x kd_every ("lazy", like lazy R1); 1 = paper
     r1_gamma: float = 0.0  # R1 weight: gamma / 2 * E||grad_x D(x)||^2 on reals; 0 = off (AKDG, StyleGAN2: 10)
     r1_every: int = 1  # lazy R1: on every K-th D step with weight x K (StyleGAN2: 16); 1 = every step
+    lazy_reg: str = "separate"  # lazy R1 / path length: separate (own optimiser step, stylegan2-ada) | fused
     style_mixing: float = 0.0  # StyleGAN2: probability of style mixing per G forward (0.9 in StyleGAN2)
     pl_weight: float = 0.0  # StyleGAN2 path-length regularisation weight; 0 = off (2 in StyleGAN2)
     pl_every: int = 4  # lazy path-length: every K-th G step with weight x K
@@ -79,6 +82,7 @@ class TrainConfig:
     ada_p: float = 0.0  # initial p of ADA
     ada_kimg: float = 500.0  # thousands of images for p to move by 1 (ADA and APA)
     ada_every: int = 4  # D steps between p updates (ADA and APA)
+    ada_p_cap: bool = False  # clamp ADA / APA p to at most 1; False = floored at 0 only (stylegan2-ada, APA)
     apa: bool = False  # adaptive pseudo augmentation: real images swapped for detached fakes with prob p
     apa_target: float = 0.6  # r_t target of APA's p
     # --- AKDG compression (METHOD.md section 3; `kdgan compress` sets these) ---
@@ -95,6 +99,8 @@ class TrainConfig:
     adam_eps: float = 1e-8  # Adam epsilon
     ema_decay: float = 0.9999  # G_ema decay per G step
     ema_start_steps: int = 1000  # G steps before which G_ema is a plain copy of G
+    ema_bn_mode: str = "batch"  # G_ema's BatchNorm when sampling: batch (released) | running | standing
+    ema_bn_batch: int = 50  # images per BatchNorm batch of G_ema (ema_bn_mode batch; standing: per pass)
     steps: int = 125_000  # training length in G steps
     precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; fp16 adds loss scaling)
     compile: bool = False  # torch.compile G and D for their plain passes (R1 / path-length passes stay eager)
@@ -118,8 +124,32 @@ class TrainConfig:
 RESUMABLE_FIELDS = frozenset(
     {"steps", "device", "log_every_steps", "sample_every_steps", "ckpt_every_steps", "keep_ckpts",
      "eval_every_steps", "eval_protocol", "eval_num_gen", "eval_metric", "eval_ref", "inception",
-     "teacher_compile", "compress_teacher", "compile"}
+     "teacher_compile", "compress_teacher", "compile", "ema_bn_mode", "ema_bn_batch"}
 )
+
+# Values that reproduce what checkpoints written before a field existed computed (the field's
+# default may now be the released code's value): resuming such a run compares against these, so
+# it continues exactly as it started, or stops naming the field to pass with --set.
+LEGACY_VALUES: dict[str, Any] = {
+    "data_draw": "generator", "lecam_warmup": "d-updates", "lazy_reg": "fused", "ada_p_cap": True,
+}
+
+
+def inactive_fields(cfg: dict[str, Any]) -> set[str]:
+    """Fields of a config dict that change nothing it computes (e.g. LeCam's settings with LeCam
+    off), so a resumed run may differ in them."""
+    out: set[str] = set()
+    if not cfg.get("lecam_weight"):
+        out |= {"lecam_decay", "lecam_start_steps", "lecam_warmup", "lecam_rectified"}
+    if cfg.get("data_fraction", 1.0) >= 1:
+        out |= {"data_draw", "data_seed", "data_balanced"}
+    lazy_r1 = cfg.get("r1_gamma", 0) > 0 and cfg.get("r1_every", 1) > 1
+    lazy_pl = cfg.get("pl_weight", 0) > 0 and cfg.get("pl_every", 1) > 1
+    if not (lazy_r1 or lazy_pl):
+        out.add("lazy_reg")
+    if not (cfg.get("ada") or cfg.get("apa")):
+        out.add("ada_p_cap")
+    return out
 
 
 @dataclass(frozen=True)
@@ -134,7 +164,9 @@ class Preset:
 
 # KD-DLGAN Table 1 / ablation rows (METHOD.md section 5): (variant, description, fields, FID by %).
 _KD = {"teacher": "clip", "kd": "agkd,cgkd"}
-_LECAM = {"lecam_weight": 0.3}
+# Released LeCam (KD_DLGAN / lecam-gan BigGAN code): decay 0.9; for the first 1,000 G iterations
+# the anchors copy the batch means and R_LC is off.
+_LECAM = {"lecam_weight": 0.3, "lecam_decay": 0.9, "lecam_start_steps": 1000, "lecam_warmup": "g-steps"}
 _VARIANTS = [
     ("da", "DiffAugment", {}, {"cifar10": {100: 8.75, 20: 14.53, 10: 23.34},
                                "cifar100": {100: 11.99, 20: 22.55, 10: 35.39}}),
@@ -151,6 +183,8 @@ _VARIANTS = [
 def _biggan_cifar(dataset: str, pct: int, variant: str, what: str, fields: dict[str, Any],
                   fids: dict[str, dict[int, float]]) -> Preset:
     # 5,000 epochs at 10% / 20%; 1,000 epochs on the full set (released DiffAugment scripts).
+    # As released: the subset drawn by np.random.seed(0); np.random.choice, and G_ema sampled with
+    # BatchNorm batch statistics in batches of 50 (for samples, FID, generate and evaluate).
     n_images = 50_000 * pct // 100
     epochs = 1000 if pct == 100 else 5000
     steps = epochs * n_images // (50 * 4)
@@ -158,22 +192,26 @@ def _biggan_cifar(dataset: str, pct: int, variant: str, what: str, fields: dict[
     return Preset(
         name=f"biggan-{dataset}{suffix}-{variant}",
         description=f"BigGAN 32px, {what}, {dataset.upper()} {pct}% data",
-        overrides={"data_fraction": pct / 100, "steps": steps, "sample_every_steps": 4000,
-                   "eval_every_steps": 4000, "eval_protocol": "cifar", **fields},
+        overrides={"data_fraction": pct / 100, "data_draw": "released", "data_seed": 0, "steps": steps,
+                   "sample_every_steps": 4000, "eval_every_steps": 4000, "eval_protocol": "cifar",
+                   "ema_bn_mode": "batch", "ema_bn_batch": 50, **fields},
         paper_fid=fids.get(dataset, {}).get(pct),
     )
 
 
 # StyleGAN2 few-shot rows (METHOD.md 2.2 and 5): 256 px, batch 16, 300 kimg (AnimalFace 500),
 # non-saturating loss + lazy R1 (gamma 10, every 16 D steps), Adam 0.002 (0, 0.99), 2 mapping
-# layers, mirror flips. Not fixed by METHOD, so StyleGAN2-ADA's single-GPU defaults at batch
-# 16: G EMA half-life 5 kimg, style mixing 0.9, path length 2 (every 4 G steps), mbstd group 4.
+# layers, mirror flips; DiffAugment's low-shot config (fmaps 1: channel_base 32768, G EMA
+# half-life 10 kimg) on stylegan2-ada-pytorch's loss (style mixing 0.9, path length 2 every 4
+# G steps, lazy regularisation in separate optimiser steps with scaled lr and betas), mbstd 4.
+# docs/fidelity.md lists where this differs from the TF code behind the published DA numbers.
 _SG2_LOWSHOT: dict[str, Any] = {
-    "arch": "stylegan2", "resolution": 256, "z_dim": 512, "w_dim": 512, "channel_base": 16384,
+    "arch": "stylegan2", "resolution": 256, "z_dim": 512, "w_dim": 512, "channel_base": 32768,
     "channel_max": 512, "mapping_layers": 2, "mbstd_group": 4, "conditional": False, "loss": "ns",
     "r1_gamma": 10.0, "r1_every": 16, "style_mixing": 0.9, "pl_weight": 2.0, "pl_every": 4,
-    "batch_size": 16, "d_steps": 1, "g_lr": 0.002, "d_lr": 0.002, "betas": (0.0, 0.99),
-    "ema_decay": 0.5 ** (16 / 5000), "ema_start_steps": 0, "diffaugment": "color,translation,cutout",
+    "lazy_reg": "separate", "batch_size": 16, "d_steps": 1, "g_lr": 0.002, "d_lr": 0.002,
+    "betas": (0.0, 0.99), "ema_decay": 0.5 ** (16 / 10_000), "ema_start_steps": 0,
+    "diffaugment": "color,translation,cutout",
     "eval_protocol": "fewshot", "eval_metric": "fid", "eval_every_steps": 1250,
     "sample_every_steps": 1250, "ckpt_every_steps": 1250, "log_every_steps": 100,
 }
@@ -184,7 +222,9 @@ _SG2_DATASETS = {  # preset name -> (data name, kimg, title, index into METHOD.m
     "animalface-dog": ("animalface-dog", 500, "AnimalFace dog", 4),
 }
 _NO_DA = {"diffaugment": ""}
-_LECAM_SG2 = {"lecam_weight": 0.01}  # not given in METHOD: 0.01 keeps R_LC near the ns loss's scale
+# LeCam's released StyleGAN2 code: decay 0.99, no warm-up. Its weight for few-shot sets is not
+# released (METHOD neither): 0.01 keeps R_LC near the ns loss's scale.
+_LECAM_SG2 = {"lecam_weight": 0.01, "lecam_decay": 0.99, "lecam_start_steps": 0}
 _SG2_VARIANTS = [  # (suffix, description, fields, paper FIDs per dataset or None)
     ("da", "DiffAugment (color,translation,cutout)", {}, (46.87, 27.08, 12.06, 42.44, 58.85)),
     ("da-kd", "DiffAugment + KD-DLGAN (AGKD + CGKD, CLIP ViT-B/32)", _KD, (31.54, 20.13, 8.93, 32.99, 51.63)),
@@ -374,6 +414,12 @@ def validate(cfg: TrainConfig) -> TrainConfig:
          f"teacher must be {', '.join(TEACHERS)}, torchvision:MODEL or timm:MODEL, not {cfg.teacher!r}"),
         (cfg.teacher_resolution == 0 or (cfg.teacher_resolution > 0 and ":" in cfg.teacher),
          "teacher_resolution is the input size of a torchvision:/timm: teacher (0 = its default)"),
+        (cfg.lecam_start_steps >= 0 and cfg.lecam_warmup in ("g-steps", "d-updates"),
+         "lecam_start_steps must be >= 0 and lecam_warmup g-steps or d-updates"),
+        (cfg.lazy_reg in ("separate", "fused"), "lazy_reg must be separate or fused"),
+        (cfg.data_draw in ("released", "generator"), "data_draw must be released or generator"),
+        (cfg.ema_bn_mode in ("batch", "running", "standing") and cfg.ema_bn_batch >= 1,
+         "ema_bn_mode must be batch, running or standing, and ema_bn_batch at least 1"),
         (set(kd_terms(cfg)) <= {"agkd", "cgkd"}, f"kd terms are agkd and cgkd, not {cfg.kd!r}"),
         (cfg.agkd_distance in ("l2", "l1"), "agkd_distance must be l2 or l1"),
         (cfg.kd_every >= 1, "kd_every must be at least 1 (1 = KD on every D step)"),

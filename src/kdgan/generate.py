@@ -21,10 +21,15 @@ def generate_images(ckpt: str | os.PathLike, num: int, outdir: str | os.PathLike
                     class_index: int | None = None, batch_size: int = 64, device: str = "auto",
                     npz: bool = False, truncation: float = 1.0, noise_mode: str = "const") -> dict[str, str]:
     """Write `num` PNGs (000000.png, ...) from the EMA generator; the same seed gives the same
-    images whatever the batch size (StyleGAN2: with noise_mode const). Classes are taken in
-    turn unless `class_index` is given. `truncation` and `noise_mode` apply to StyleGAN2."""
+    images whatever the batch size and `num` (StyleGAN2: with noise_mode const). Classes are
+    taken in turn unless `class_index` is given. `truncation` and `noise_mode` apply to StyleGAN2.
+    A generator sampled with BatchNorm batch statistics (bn_mode batch) runs whole batches of
+    its bn_batch images, so `num` is rounded up internally and the extra images dropped."""
     dev = resolve_device(device)
     G = load_generator(ckpt, dev)
+    group = G.bn_batch if getattr(G, "bn_mode", None) == "batch" else 1
+    total = -(-num // group) * group
+    batch_size = max(group, batch_size // group * group)
     extra: dict = {}
     if G.config.get("arch") == "stylegan2":
         extra = {"truncation_psi": truncation, "noise_mode": noise_mode}
@@ -35,11 +40,11 @@ def generate_images(ckpt: str | os.PathLike, num: int, outdir: str | os.PathLike
                          f"{G.c_dim} classes (0..{G.c_dim - 1})" if G.c_dim else
                          f"--class {class_index}: this generator is unconditional; drop --class")
     g = torch.Generator().manual_seed(seed)
-    z_all = torch.randn(num, G.z_dim, generator=g)
+    z_all = torch.randn(total, G.z_dim, generator=g)
     if class_index is not None:
-        labels_all = torch.full((num,), class_index, dtype=torch.long)
+        labels_all = torch.full((total,), class_index, dtype=torch.long)
     else:
-        labels_all = torch.arange(num) % max(G.c_dim, 1)
+        labels_all = torch.arange(total) % max(G.c_dim, 1)
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
     chunks = []
@@ -48,6 +53,7 @@ def generate_images(ckpt: str | os.PathLike, num: int, outdir: str | os.PathLike
         for start in tqdm(range(0, num, batch_size), desc="generate", unit="batch", leave=False):
             z = z_all[start:start + batch_size].to(dev)
             images = to_uint8(G(z, labels_all[start:start + batch_size].to(dev), **extra)).numpy()
+            images = images[:num - start]
             for i, img in enumerate(images):
                 Image.fromarray(img).save(out / f"{start + i:06d}.png")
             if npz:
@@ -55,7 +61,7 @@ def generate_images(ckpt: str | os.PathLike, num: int, outdir: str | os.PathLike
     paths = {"folder": str(out)}
     if npz:
         paths["npz"] = str(out / "images.npz")
-        np.savez(out / "images.npz", arr_0=np.concatenate(chunks), labels=labels_all.numpy())
+        np.savez(out / "images.npz", arr_0=np.concatenate(chunks), labels=labels_all[:num].numpy())
     return paths
 
 

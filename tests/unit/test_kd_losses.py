@@ -73,7 +73,7 @@ def test_gradients_reach_the_student_only():
 
 
 def test_lecam_is_zero_at_its_anchors_and_tracks_then_averages():
-    lc = LeCam(decay=0.99, start_steps=2)
+    lc = LeCam(decay=0.99, start_steps=2, warmup="d-updates")
     real, fake = torch.full((4,), 2.0), torch.full((4,), -1.0)
     lc.update(real, fake)
     assert lc.anchor_real.item() == 2.0 and lc.anchor_fake.item() == -1.0  # tracking phase

@@ -59,15 +59,17 @@ class AdaptiveP(nn.Module):
     `accumulate(real_logits)` adds sign(D(real)) of a D step; `adjust(d_step)` after D step
     `d_step` (0-based, global) moves p when d_step + 1 is a multiple of `interval`, by
     sign(r_t - target) * batch * interval / (kimg * 1000), r_t the mean sign since the last
-    move, clamped to [0, 1]. target = 0 keeps p fixed.
+    move, floored at 0 and not capped (as stylegan2-ada and APA: p above 1 acts as 1 but takes
+    longer to come back down), or also capped at `p_max` when given. target = 0 keeps p fixed.
     p and the running sums are buffers: checkpointed with the objective, restored on resume.
     Under torchrun the sums are all-reduced, so every rank moves p identically.
     """
 
     def __init__(self, target: float = 0.6, batch_size: int = 16, interval: int = 4, kimg: float = 500.0,
-                 p_init: float = 0.0):
+                 p_init: float = 0.0, p_max: float | None = None):
         super().__init__()
         self.target, self.batch_size, self.interval, self.kimg = target, batch_size, interval, kimg
+        self.p_max = p_max
         self.register_buffer("p", torch.tensor(float(p_init)))
         self.register_buffer("sums", torch.zeros(2, dtype=torch.float64))  # sum of signs, count
         self.register_buffer("rt", torch.zeros((), dtype=torch.float64))  # last r_t (for logs)
@@ -89,7 +91,7 @@ class AdaptiveP(nn.Module):
         if sums[1] > 0:
             self.rt.copy_(sums[0] / sums[1])
             step = self.batch_size * self.interval / (self.kimg * 1000)
-            self.p.copy_((self.p + torch.sign(self.rt - self.target).float() * step).clamp(0, 1))
+            self.p.copy_((self.p + torch.sign(self.rt - self.target).float() * step).clamp(0, self.p_max))
         self.sums.zero_()
         self.value = float(self.p)
 

@@ -115,4 +115,7 @@ def load(name: str, split: str, resolution: int | None) -> ImageSet:
     labels = np.concatenate([np.asarray(b[label_key], dtype=np.int64) for b in batches])
     if resolution is not None and resolution != 32:
         images = np.stack([np.asarray(to_rgb_square(Image.fromarray(x), resolution)) for x in images])
-    return ImageSet(images, labels, class_names, {"source": str(path), "split": split})
+    # "order": the archives hold the images in the original order, over which the released code
+    # draws its subsets (kdgan.data.subset)
+    meta = {"source": str(path), "split": split, "order": "cifar-original"}
+    return ImageSet(images, labels, class_names, meta)

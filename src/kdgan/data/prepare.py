@@ -34,6 +34,7 @@ def prepare(
     seed: int = 0,
     balanced: bool = False,
     strict: bool = False,
+    draw: str = "released",
 ) -> tuple[ImageSet, list[tuple[str, str]]]:
     """Read `src`, take a subset, and write `out` (a zip of PNGs plus dataset.json).
 
@@ -46,7 +47,7 @@ def prepare(
     if out.suffix.lower() != ".zip":
         raise KdganError(f"--out {out} must end in .zip")
     full, skipped = load_images(src, split=split, resolution=resolution, strict=strict)
-    indices = select_subset(len(full), fraction, seed, full.labels, balanced)
+    indices = select_subset(len(full), fraction, seed, full.labels, balanced, draw)
     ds = full.take(indices)
     files = [f"{i:06d}.png" for i in range(len(ds))]
     meta: dict[str, Any] = {
@@ -55,9 +56,10 @@ def prepare(
         "resolution": ds.resolution,
         "source": full.meta.get("source", str(src)),
         "split": full.meta.get("split"),
+        "order": full.meta.get("order") if fraction == 1 else None,
         "class_names": ds.class_names,
         "subset": {
-            "fraction": fraction, "seed": seed, "balanced": balanced,
+            "fraction": fraction, "seed": seed, "balanced": balanced, "draw": draw,
             "of_num_images": len(full), "indices": indices.tolist(),
         },
         "skipped": [f for f, _ in skipped],
@@ -95,6 +97,7 @@ def describe(ds: ImageSet) -> dict[str, Any]:
     if subset:
         info["subset"] = (
             f"{subset['fraction']:g} of {subset['of_num_images']} images, seed {subset['seed']}"
+            + (f", {subset['draw']} draw" if "draw" in subset else "")
             + (", class-balanced" if subset["balanced"] else "")
         )
     return info

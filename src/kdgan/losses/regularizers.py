@@ -12,23 +12,44 @@ from torch import nn
 class LeCam(nn.Module):
     """LeCam regulariser (Tseng et al., CVPR 2021; METHOD.md 2.4).
 
-    R_LC = mean(relu(D(x) - a_F)^2) + mean(relu(a_R - D(G(z)))^2), with a_R / a_F EMAs of the
-    batch-mean D outputs on real / fake (decay 0.99; plain tracking for the first
-    `start_steps` updates). `rectified=False` gives the paper's unrectified squared form.
+    R_LC = mean(relu(D(x) - a_F)^2) + mean(relu(a_R - D(G(z)))^2), with a_R / a_F EMAs (`decay`)
+    of the batch-mean D outputs on real / fake, moved on every D update. `rectified=False` gives
+    the paper's unrectified squared form. Warm-up, by `warmup`:
+      g-steps (the released BigGAN code): while fewer than `start_steps` G steps are done, the
+        anchors copy the batch means; R_LC counts only once more than `start_steps` G steps are
+        done (the released code tests itr > start), with `d_steps` D updates per G step;
+        start_steps = 0: no warm-up at all.
+      d-updates: the anchors copy the batch means for the first `start_steps` D updates and
+        R_LC counts from the start.
     The anchors are buffers, so they live in D's objective state and in checkpoints.
     """
 
-    def __init__(self, decay: float = 0.99, start_steps: int = 1000, rectified: bool = True):
+    def __init__(self, decay: float = 0.9, start_steps: int = 1000, rectified: bool = True,
+                 warmup: str = "g-steps", d_steps: int = 1):
         super().__init__()
+        if warmup not in ("g-steps", "d-updates"):
+            raise ValueError(f"warmup must be g-steps or d-updates, not {warmup!r}")
         self.decay, self.start_steps, self.rectified = decay, start_steps, rectified
+        self.warmup, self.d_steps = warmup, d_steps
         self.register_buffer("anchor_real", torch.zeros(()))
         self.register_buffer("anchor_fake", torch.zeros(()))
         self.register_buffer("updates", torch.zeros((), dtype=torch.long))
 
+    def _warming(self, d_step: int) -> bool:
+        if self.warmup == "d-updates":
+            return int(self.updates) < self.start_steps
+        return d_step // self.d_steps < self.start_steps
+
+    def active(self, d_step: int) -> bool:
+        """Whether R_LC counts in the D loss of global D step `d_step` (0-based)."""
+        if self.warmup == "d-updates" or self.start_steps == 0:
+            return True
+        return d_step // self.d_steps > self.start_steps
+
     @torch.no_grad()
-    def update(self, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> None:
-        """Move the anchors towards this batch's mean outputs."""
-        decay = 0.0 if int(self.updates) < self.start_steps else self.decay
+    def update(self, real_logits: torch.Tensor, fake_logits: torch.Tensor, d_step: int = 0) -> None:
+        """Move the anchors towards this batch's mean outputs (`d_step`: global D step, 0-based)."""
+        decay = 0.0 if self._warming(d_step) else self.decay
         self.anchor_real.mul_(decay).add_((1 - decay) * real_logits.detach().float().mean())
         self.anchor_fake.mul_(decay).add_((1 - decay) * fake_logits.detach().float().mean())
         self.updates += 1

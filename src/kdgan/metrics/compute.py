@@ -73,8 +73,10 @@ def compute_kid(features_gen: torch.Tensor, features_ref: torch.Tensor, seed: in
 
 
 def compute_is(logits: torch.Tensor, splits: int = 10, seed: int = 2020) -> tuple[float, float]:
-    """Inception Score (Salimans et al. 2016): exp E KL(p(y|x) || p(y)), mean and std over splits."""
-    out = isc_features_to_metric(logits, splits=splits, shuffle=True, rng_seed=seed)
+    """Inception Score (Salimans et al. 2016): exp E KL(p(y|x) || p(y)), mean and (population)
+    std over `splits` consecutive splits in generation order, as the released BigGAN code
+    computes it (no shuffle; `seed` is unused and kept for callers)."""
+    out = isc_features_to_metric(logits, splits=splits, shuffle=False, rng_seed=seed)
     return out["inception_score_mean"], out["inception_score_std"]
 
 

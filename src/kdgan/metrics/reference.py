@@ -167,8 +167,8 @@ def reference_features(source: str, split: str, extractor: InceptionFeatures,
     if use_cache and file.exists():
         with np.load(file, allow_pickle=False) as z:
             logits = torch.from_numpy(z["logits"]) if "logits" in z.files else None
-            fs = FeatureSet(torch.from_numpy(z["pool3"]), logits,
-                            {**info, "cache": "hit"}, {"mu": z["mu"], "sigma": z["sigma"]})
+            stats = {"mu": z["mu"], "sigma": z["sigma"]} if "mu" in z.files else None
+            fs = FeatureSet(torch.from_numpy(z["pool3"]), logits, {**info, "cache": "hit"}, stats)
         log.info("%s features of %s (%s) from the cache %s", desc, source, content["split"], file)
         return fs
     if dataset is None:
@@ -179,7 +179,8 @@ def reference_features(source: str, split: str, extractor: InceptionFeatures,
     fs.info = {**info, "cache": "miss" if use_cache else "off"}
     if use_cache:
         folder.mkdir(parents=True, exist_ok=True)
-        arrays = {"pool3": fs.pool3.numpy(), **fs.stats}
+        stats = fs.stats if getattr(extractor, "fid_stats", True) else {}  # none for VGG P/R features
+        arrays = {"pool3": fs.pool3.numpy(), **stats}
         if fs.logits is not None:
             arrays["logits"] = fs.logits.numpy()
         _atomic_write(file, lambda p: np.savez(open(p, "wb"), **arrays))

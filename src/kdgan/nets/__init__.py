@@ -13,6 +13,7 @@ from torch import nn
 from kdgan.errors import KdganError
 from kdgan.nets.biggan import BigGANDiscriminator, BigGANGenerator
 from kdgan.nets.dcgan import DCGANGenerator, MLPGenerator
+from kdgan.nets.layers import BN_MODES, recompute_standing_statistics
 from kdgan.nets.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator
 
 GENERATORS: dict[str, type[nn.Module]] = {"biggan": BigGANGenerator, "dcgan": DCGANGenerator,
@@ -58,11 +59,15 @@ def save_generator(folder: str | os.PathLike, state: dict[str, torch.Tensor], ne
     return folder / "G_ema.safetensors"
 
 
-def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
+def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu",
+                   bn_mode: str | None = None) -> nn.Module:
     """The EMA generator of a checkpoint (.pt), an export (.safetensors), or an export folder.
 
     Returns the generator in eval mode: `G(z, labels)` with z (B, G.z_dim) and labels (B,)
     int64 in [0, G.c_dim) (ignored when c_dim == 0) gives images (B, 3, R, R) in [-1, 1].
+    A generator with BatchNorm samples the way its run was configured (`ema_bn_mode`, saved in
+    its config; `bn_mode` overrides it): with batch statistics, running statistics, or standing
+    statistics recomputed here from fresh batches (seed 0).
     """
     path = Path(path)
     if path.is_dir():
@@ -88,4 +93,12 @@ def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") 
         ckpt = load_checkpoint(path)
         G = build_generator(ckpt["nets"]["G_ema"]["config"])
         G.load_state_dict(ckpt["nets"]["G_ema"]["state"])
-    return G.eval().requires_grad_(False).to(device)
+    G = G.eval().requires_grad_(False).to(device)
+    if bn_mode is not None and hasattr(G, "bn_mode"):
+        if bn_mode not in BN_MODES:
+            raise KdganError(f"unknown BatchNorm mode {bn_mode!r}; use {', '.join(BN_MODES)}")
+        G.bn_mode = bn_mode
+        G.config = {**G.config, "bn_mode": bn_mode}
+    if getattr(G, "bn_mode", None) == "standing":
+        recompute_standing_statistics(G, batch_size=G.bn_batch)
+    return G

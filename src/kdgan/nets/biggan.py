@@ -13,6 +13,8 @@ from torch import nn
 from kdgan.nets.heads import KDFeatureHead
 from kdgan.nets.layers import (
     ConditionalBatchNorm2d,
+    check_bn_mode,
+    generator_forward,
     init_normal_002,
     sn,
     sn_conv1x1,
@@ -80,13 +82,20 @@ class BigGANGenerator(nn.Module):
         c_dim: number of classes; 0 for an unconditional generator (labels are ignored).
         img_resolution: 32 or 64.
         ch: channel multiplier (64 in the paper recipe).
+        bn_mode: BatchNorm statistics in eval mode: batch (each batch's own, in batches of
+            bn_batch, as the released code samples G_ema), running or standing (the buffers;
+            see kdgan.nets.layers). Networks saved without it sample with running statistics.
+        bn_batch: images per BatchNorm batch when bn_mode is batch.
     """
 
-    def __init__(self, z_dim: int = 128, c_dim: int = 0, img_resolution: int = 32, ch: int = 64):
+    def __init__(self, z_dim: int = 128, c_dim: int = 0, img_resolution: int = 32, ch: int = 64,
+                 bn_mode: str = "running", bn_batch: int = 50):
         super().__init__()
+        check_bn_mode(bn_mode, bn_batch)
         self.config = {"arch": "biggan", "z_dim": z_dim, "c_dim": c_dim,
-                       "img_resolution": img_resolution, "ch": ch}
+                       "img_resolution": img_resolution, "ch": ch, "bn_mode": bn_mode, "bn_batch": bn_batch}
         self.z_dim, self.c_dim, self.img_resolution = z_dim, c_dim, img_resolution
+        self.bn_mode, self.bn_batch = bn_mode, bn_batch
         arch = G_ARCH[img_resolution]
         self.c_bottom = arch[0][0] * ch
         self.linear = sn_linear(z_dim, 4 * 4 * self.c_bottom)
@@ -98,8 +107,9 @@ class BigGANGenerator(nn.Module):
         nn.init.ones_(self.out_bn.weight)  # BatchNorm gains start at 1, not N(0, 0.02)
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        if labels is None or self.c_dim == 0:
-            labels = torch.zeros(z.shape[0], dtype=torch.long, device=z.device)
+        return generator_forward(self, self._forward, z, labels)
+
+    def _forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         h = self.linear(z).view(z.shape[0], self.c_bottom, 4, 4)
         for block in self.blocks:
             h = block(h, labels)

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdgan.nets.layers import ConditionalBatchNorm2d, init_normal_002
+from kdgan.nets.layers import ConditionalBatchNorm2d, check_bn_mode, generator_forward, init_normal_002
 
 
 def _check_resolution(img_resolution: int) -> int:
@@ -35,13 +35,17 @@ class DCGANGenerator(nn.Module):
         c_dim: classes; 0 = unconditional.
         img_resolution: output size in px, a power of two >= 8.
         ch: channels of the 4x4 base (512 in the AKDG student); set by `--width`.
+        bn_mode, bn_batch: BatchNorm statistics in eval mode, as BigGANGenerator.
     """
 
-    def __init__(self, z_dim: int = 128, c_dim: int = 0, img_resolution: int = 32, ch: int = 512):
+    def __init__(self, z_dim: int = 128, c_dim: int = 0, img_resolution: int = 32, ch: int = 512,
+                 bn_mode: str = "running", bn_batch: int = 50):
         super().__init__()
+        check_bn_mode(bn_mode, bn_batch)
         self.config = {"arch": "dcgan", "z_dim": z_dim, "c_dim": c_dim,
-                       "img_resolution": img_resolution, "ch": ch}
+                       "img_resolution": img_resolution, "ch": ch, "bn_mode": bn_mode, "bn_batch": bn_batch}
         self.z_dim, self.c_dim, self.img_resolution = z_dim, c_dim, img_resolution
+        self.bn_mode, self.bn_batch = bn_mode, bn_batch
         ups = _check_resolution(img_resolution)
         if ch % 2**ups:
             raise ValueError(f"ch {ch} must be divisible by {2**ups} at {img_resolution} px")
@@ -55,8 +59,9 @@ class DCGANGenerator(nn.Module):
         init_normal_002(self)
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        if labels is None or self.c_dim == 0:
-            labels = torch.zeros(z.shape[0], dtype=torch.long, device=z.device)
+        return generator_forward(self, self._forward, z, labels)
+
+    def _forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         h = F.relu(self.bn0(self.linear(z).view(z.shape[0], self.ch, 4, 4), labels))
         for conv, bn in zip(self.convs, self.bns, strict=True):
             h = F.relu(bn(conv(F.interpolate(h, scale_factor=2.0, mode="nearest")), labels))
@@ -71,13 +76,17 @@ class MLPGenerator(nn.Module):
     Args:
         z_dim, c_dim, img_resolution: as DCGANGenerator (any resolution >= 8).
         ch: hidden units (512 in the AKDG student); set by `--width`.
+        bn_mode, bn_batch: BatchNorm statistics in eval mode, as BigGANGenerator.
     """
 
-    def __init__(self, z_dim: int = 128, c_dim: int = 0, img_resolution: int = 32, ch: int = 512):
+    def __init__(self, z_dim: int = 128, c_dim: int = 0, img_resolution: int = 32, ch: int = 512,
+                 bn_mode: str = "running", bn_batch: int = 50):
         super().__init__()
+        check_bn_mode(bn_mode, bn_batch)
         self.config = {"arch": "mlp", "z_dim": z_dim, "c_dim": c_dim,
-                       "img_resolution": img_resolution, "ch": ch}
+                       "img_resolution": img_resolution, "ch": ch, "bn_mode": bn_mode, "bn_batch": bn_batch}
         self.z_dim, self.c_dim, self.img_resolution = z_dim, c_dim, img_resolution
+        self.bn_mode, self.bn_batch = bn_mode, bn_batch
         if img_resolution < 8:
             raise ValueError(f"img_resolution must be >= 8, got {img_resolution}")
         self.hidden = nn.ModuleList([nn.Linear(z_dim, ch), nn.Linear(ch, ch), nn.Linear(ch, ch)])
@@ -86,8 +95,9 @@ class MLPGenerator(nn.Module):
         init_normal_002(self)
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        if labels is None or self.c_dim == 0:
-            labels = torch.zeros(z.shape[0], dtype=torch.long, device=z.device)
+        return generator_forward(self, self._forward, z, labels)
+
+    def _forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         h = z
         for linear, bn in zip(self.hidden, self.bns, strict=True):
             h = F.relu(bn(linear(h)[:, :, None, None], labels)).flatten(1)  # BN over units

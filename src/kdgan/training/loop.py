@@ -24,6 +24,7 @@ from kdgan.data import ImageSet, load_images, select_subset, to_model_range, to_
 from kdgan.errors import KdganError, TrainingDiverged
 from kdgan.losses.regularizers import LeCam, PathLengthPenalty
 from kdgan.nets import build_discriminator, build_generator, save_generator
+from kdgan.nets.layers import recompute_standing_statistics
 from kdgan.teachers import build_teacher
 from kdgan.teachers.prompts import resolve_prompts
 from kdgan.training.checkpoint import FORMAT, CheckpointManager
@@ -58,8 +59,31 @@ def load_training_set(cfg: TrainConfig) -> ImageSet:
         log.warning("skipped %s: %s", name, reason)
     if len(skipped) > 20:
         log.warning("... and %d more unreadable files", len(skipped) - 20)
-    indices = select_subset(len(ds), cfg.data_fraction, cfg.data_seed, ds.labels, cfg.data_balanced)
+    indices = select_subset(len(ds), cfg.data_fraction, cfg.data_seed, ds.labels, cfg.data_balanced,
+                            cfg.data_draw)
+    if (cfg.data_fraction < 1 and cfg.data_draw == "released" and len(ds) == 50_000
+            and ds.meta.get("order") != "cifar-original"):
+        log.warning("the released code draws its CIFAR subset over the original image order (the "
+                    "CIFAR python archives, e.g. --data cifar10); %s is in another order, so this "
+                    "is a different random subset than the paper's", cfg.data)
     return ds.take(indices)
+
+
+def lazy_adam_settings(cfg: TrainConfig, net: str) -> tuple[float, tuple[float, float]]:
+    """Adam lr and betas of G or D: with lazy regularisation in separate steps (lazy_reg =
+    separate, every k > 1 steps), lr x k / (k + 1) and betas ^ (k / (k + 1)) as stylegan2-ada,
+    since k main steps then take k + 1 optimiser steps; else the configured values."""
+    lr = cfg.g_lr if net == "G" else cfg.d_lr
+    if net == "G":
+        lazy = cfg.pl_weight > 0 and cfg.pl_every > 1
+        every = cfg.pl_every
+    else:
+        lazy = cfg.r1_gamma > 0 and cfg.r1_every > 1 and not cfg.compress_teacher
+        every = cfg.r1_every
+    if cfg.lazy_reg != "separate" or not lazy:
+        return lr, cfg.betas
+    ratio = every / (every + 1)
+    return lr * ratio, (cfg.betas[0] ** ratio, cfg.betas[1] ** ratio)
 
 
 def net_configs(cfg: TrainConfig, c_dim: int, kd_dim: int = 0) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -75,7 +99,7 @@ def net_configs(cfg: TrainConfig, c_dim: int, kd_dim: int = 0) -> tuple[dict[str
              "mbstd_group": cfg.mbstd_group}
         return g, d
     g = {"arch": cfg.arch, "z_dim": cfg.z_dim, "c_dim": c_dim, "img_resolution": cfg.resolution,
-         "ch": cfg.g_ch}
+         "ch": cfg.g_ch, "bn_mode": cfg.ema_bn_mode, "bn_batch": cfg.ema_bn_batch}
     d = {"arch": "biggan", "c_dim": c_dim, "img_resolution": cfg.resolution, "ch": cfg.d_ch, "kd_dim": kd_dim}
     return g, d
 
@@ -142,15 +166,19 @@ class Trainer:
             self.G_fast, self.D_fast = torch.compile(self.G), torch.compile(self.D)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels
-        self.opt_G = torch.optim.Adam(self.G.parameters(), lr=cfg.g_lr, betas=cfg.betas, eps=cfg.adam_eps)
+        g_lr, g_betas = lazy_adam_settings(cfg, "G")
+        self.opt_G = torch.optim.Adam(self.G.parameters(), lr=g_lr, betas=g_betas, eps=cfg.adam_eps)
         self.opt_D = None  # MSE distillation trains no discriminator
         if any(True for _ in self.D.parameters()):
-            self.opt_D = torch.optim.Adam(self.D.parameters(), lr=cfg.d_lr, betas=cfg.betas, eps=cfg.adam_eps)
+            d_lr, d_betas = lazy_adam_settings(cfg, "D")
+            self.opt_D = torch.optim.Adam(self.D.parameters(), lr=d_lr, betas=d_betas, eps=cfg.adam_eps)
         self.ada_p = self.apa_p = None  # adaptive probabilities (state of the objective)
+        p_max = 1.0 if cfg.ada_p_cap else None
         if cfg.ada:
-            self.ada_p = AdaptiveP(cfg.ada_target, cfg.batch_size, cfg.ada_every, cfg.ada_kimg, cfg.ada_p)
+            self.ada_p = AdaptiveP(cfg.ada_target, cfg.batch_size, cfg.ada_every, cfg.ada_kimg, cfg.ada_p,
+                                   p_max)
         if cfg.apa:
-            self.apa_p = AdaptiveP(cfg.apa_target, cfg.batch_size, cfg.ada_every, cfg.ada_kimg)
+            self.apa_p = AdaptiveP(cfg.apa_target, cfg.batch_size, cfg.ada_every, cfg.ada_kimg, p_max=p_max)
         for control in (self.ada_p, self.apa_p):
             if control is not None:
                 control.to(self.device)
@@ -184,12 +212,14 @@ class Trainer:
                                     self.c_dim, cfg.akdg_weight, cfg.mse_alpha, cfg.r1_gamma)
         lecam = None
         if cfg.lecam_weight > 0:
-            lecam = LeCam(cfg.lecam_decay, cfg.lecam_start_steps, cfg.lecam_rectified).to(self.device)
+            lecam = LeCam(cfg.lecam_decay, cfg.lecam_start_steps, cfg.lecam_rectified, cfg.lecam_warmup,
+                          cfg.d_steps).to(self.device)
         reg = Regularization(
             r1_gamma=cfg.r1_gamma, r1_every=cfg.r1_every,
             pl=PathLengthPenalty(cfg.pl_decay).to(self.device) if cfg.pl_weight > 0 else None,
             pl_weight=cfg.pl_weight, pl_every=cfg.pl_every, pl_batch_shrink=cfg.pl_batch_shrink,
-            style_mixing=cfg.style_mixing, ada=self.ada_p, apa=self.apa_p)
+            style_mixing=cfg.style_mixing, ada=self.ada_p, apa=self.apa_p,
+            separate=cfg.lazy_reg == "separate")
         return GANObjective(cfg.loss, self.augment, cfg.z_dim, self.c_dim, lecam, cfg.lecam_weight,
                             self._kd_settings(), reg=reg)
 
@@ -220,15 +250,17 @@ class Trainer:
 
     @torch.no_grad()
     def clean_real_features(self, indices: torch.Tensor) -> torch.Tensor:
-        """Teacher features of the un-augmented real images `indices`, each computed once."""
+        """Teacher features of the un-augmented real images `indices` (as `real_batch` returns
+        them: i + N for the mirror image of image i), each computed once."""
+        n = len(self.dataset)
         if self._clean_features is None:
-            n = len(self.dataset)
-            self._clean_features = torch.zeros(n, self.teacher.dim, device=self.device)
-            self._clean_known = torch.zeros(n, dtype=torch.bool, device=self.device)
+            self._clean_features = torch.zeros(2 * n, self.teacher.dim, device=self.device)
+            self._clean_known = torch.zeros(2 * n, dtype=torch.bool, device=self.device)
         idx = indices.to(self.device)
         missing = idx[~self._clean_known[idx]].unique()
         if len(missing):
-            images = to_model_range(self.images[missing.to(self.images.device)].to(self.device))
+            images = to_model_range(self.images[(missing % n).to(self.images.device)].to(self.device))
+            images = torch.where((missing >= n).view(-1, 1, 1, 1), images.flip(3), images)
             self._clean_features[missing] = self.teacher.image_features(images)
             self._clean_known[missing] = True
         return self._clean_features[idx]
@@ -243,7 +275,8 @@ class Trainer:
 
     def real_batch(self, batch_index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The `batch_index`-th real batch of this rank: a pure function of the index, so resume
-        needs no sampler state. Images (B, 3, R, R) in [-1, 1], labels (B,), dataset indices (B,)."""
+        needs no sampler state. Images (B, 3, R, R) in [-1, 1], labels (B,), and indices (B,) into
+        the mirrored data set: i for image i, i + N for its mirror image (xflip)."""
         n = len(self.dataset)
         start = batch_index * self.cfg.batch_size + self.info.rank * self.local_batch
         pos = torch.arange(start, start + self.local_batch)
@@ -253,10 +286,12 @@ class Trainer:
             sel = epochs == e
             idx[sel.to(idx.device)] = self._permutation(e)[offsets[sel].to(idx.device)]
         x = to_model_range(self.images[idx].to(self.device, non_blocking=True))
+        labels = self.labels[idx].to(self.device)
         if self.cfg.xflip:
             flip = torch.rand(x.shape[0], 1, 1, 1, device=self.device) < 0.5
             x = torch.where(flip, x.flip(3), x)
-        return x, self.labels[idx].to(self.device), idx
+            idx = idx + n * flip.view(-1).to(idx.device).long()
+        return x, labels, idx
 
     # ------------------------------------------------------------------ step
     def _autocast(self):
@@ -287,15 +322,24 @@ class Trainer:
             with self._autocast():
                 terms, stats = self.objective.d_terms(self.G_fast, D, real, labels, idx, d_step)
             self._optimize("D", terms)
-            for k, v in {**terms, **stats}.items():
+            with self._autocast():  # lazy R1 in its own step (lazy_reg = separate)
+                reg_terms, reg_stats = self.objective.d_reg_terms(self.D, real, labels, d_step)
+            if reg_terms:
+                self._optimize("D", reg_terms)
+            for k, v in {**terms, **stats, **reg_terms, **reg_stats}.items():
                 logs[k] = logs.get(k, 0.0) + v.detach() / cfg.d_steps
         self.D.requires_grad_(False)  # no D weight gradients in the G phase
         with self._autocast():
             terms, stats = self.objective.g_terms(self.G_fast, self.D_fast, self.local_batch, self.device,
                                                   self.step, G_eager=self.G)
         self._optimize("G", terms)
+        with self._autocast():  # lazy path length in its own step (lazy_reg = separate)
+            reg_terms, reg_stats = self.objective.g_reg_terms(self.G, self.D, self.local_batch, self.device,
+                                                              self.step)
+        if reg_terms:
+            self._optimize("G", reg_terms)
         self.D.requires_grad_(True)
-        logs.update({k: v.detach() for k, v in {**terms, **stats}.items()})
+        logs.update({k: v.detach() for k, v in {**terms, **stats, **reg_terms, **reg_stats}.items()})
         self.step += 1
         update_ema(self.G_ema, self.G, ema_decay_at(self.step, cfg.ema_decay, cfg.ema_start_steps))
         return logs
@@ -334,15 +378,18 @@ class Trainer:
 
     def load_state_dict(self, ckpt: dict[str, Any]) -> None:
         """Restore a checkpoint written by `state_dict` (after checking it fits this run)."""
-        # fields added after a checkpoint was written take their defaults (they did not exist then)
-        saved = {**config_lib.to_dict(TrainConfig()), **ckpt["config"]}
+        # fields added after a checkpoint was written take the values that reproduce what it
+        # computed (LEGACY_VALUES), else their defaults; fields with no effect in both are skipped
+        saved = {**config_lib.to_dict(TrainConfig()), **config_lib.LEGACY_VALUES, **ckpt["config"]}
         now = config_lib.to_dict(self.cfg)
+        skip = RESUMABLE_FIELDS | (config_lib.inactive_fields(saved) & config_lib.inactive_fields(now))
         diff = [f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in now
-                if k not in RESUMABLE_FIELDS and saved.get(k) != now.get(k)]
+                if k not in skip and saved.get(k) != now.get(k)]
         if diff:
             raise KdganError(
                 f"{self.run_dir} holds a run with a different config ({'; '.join(diff)}); "
-                "re-run with the original flags to resume it, or use a new --outdir"
+                "re-run with the original flags to resume it (a preset or default that changed since "
+                "takes --set FIELD=OLD for each), or use a new --outdir"
             )
         if ckpt["dataset"]["content_sha256"] != self.data_hash:
             raise KdganError(
@@ -387,13 +434,21 @@ class Trainer:
         labels = torch.arange(rows).repeat_interleave(cols) % max(self.c_dim, 1)
         return z.to(self.device), labels.to(self.device), cols
 
+    def _ema_ready_to_sample(self) -> None:
+        """ema_bn_mode standing: G_ema's BatchNorm statistics recomputed from fresh batches (its
+        buffers are otherwise copies of G's, which lag behind G_ema's averaged weights)."""
+        if getattr(self.G_ema, "bn_mode", None) == "standing":
+            recompute_standing_statistics(self.G_ema, batch_size=self.cfg.ema_bn_batch)
+
     @torch.no_grad()
     def save_samples(self, path: Path) -> None:
+        self._ema_ready_to_sample()
         z, labels, cols = self.grid_latents()
         save_image_grid(to_uint8(self.G_ema(z, labels)), path, cols)
 
     def export(self, folder: Path) -> Path:
         """G_ema as safetensors (config in the metadata) + config.json, for `load_generator`."""
+        self._ema_ready_to_sample()
         return save_generator(folder, self.G_ema.state_dict(), self.G_ema.config,
                               config_lib.to_dict(self.cfg), self.dataset.class_names, self.step)
 
@@ -408,6 +463,7 @@ class Trainer:
             ref = reference_features(cfg.eval_ref or cfg.data, proto.ref_split, extractor)
             self._eval = (proto, extractor, ref)
         proto, extractor, ref = self._eval
+        self._ema_ready_to_sample()
         return evaluate(lambda s: generate_uint8(self.G_ema, proto.num_gen, s, 100, self.device),
                         ref, extractor, proto, (cfg.eval_metric,), repeats=1, seed=cfg.seed)
 

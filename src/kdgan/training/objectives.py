@@ -27,6 +27,9 @@ class Regularization:
     pl: PathLengthPenalty | None = None
     pl_weight: float = 0.0
     pl_every: int = 4  # path length on G steps that are multiples of it, weight x pl_every
+    # lazy terms (every > 1) in their own optimiser step (`d_reg_terms` / `g_reg_terms`), as
+    # stylegan2-ada; False: added to the main step's terms
+    separate: bool = False
     pl_batch_shrink: int = 2
     style_mixing: float = 0.0  # StyleGAN2 generators only
     ada: AdaptiveP | None = None  # p of the ADA pipeline inside the objective's augment
@@ -61,8 +64,11 @@ class GANObjective:
     D phase:  L_D = loss_d(D(T(x)), D(T(G(z)))) [+ w_lc R_LC] [+ L_AGKD] [+ L_CGKD] [+ gamma/2 R1]
     G phase:  L_G = loss_g(D(T(G(z))))          [+ w_pd L_PD  when pd_mode = generator] [+ w_pl PL]
     Fake labels are drawn uniformly over the classes, as in BigGAN. R1 is taken with respect to
-    the un-augmented real images (as StyleGAN2-ADA does); lazily (every r1_every-th D step,
-    weight x r1_every, in the same optimiser step as the main loss). T is the augment module:
+    the un-augmented real images (as StyleGAN2-ADA does); lazily every r1_every-th D step with
+    weight x r1_every, and the path length every pl_every-th G step with weight x pl_every:
+    with `reg.separate` (stylegan2-ada) a lazy term is its own optimiser step (`d_reg_terms`,
+    `g_reg_terms`: R1 on a fresh D pass over the real batch), else it joins the main step's
+    terms. R_LC joins D's loss once LeCam's warm-up is over. T is the augment module:
     ADA (probability `reg.ada.p`) then DiffAugment. With APA, each real image is swapped with
     probability `reg.apa.p` for a detached generated one (its label too) before anything else.
     ADA's and APA's p follow sign(D(real)) of the batches D labels real.
@@ -79,6 +85,8 @@ class GANObjective:
         self.kd = kd
         self.reg = reg if reg is not None else Regularization(r1_gamma=r1_gamma)
         self.r1_gamma = self.reg.r1_gamma
+        self.r1_separate = self.reg.separate and self.reg.r1_every > 1
+        self.pl_separate = self.reg.separate and self.reg.pl_every > 1
         self.g_kwargs = {"mixing_prob": self.reg.style_mixing} if self.reg.style_mixing > 0 else {}
 
     def _stateful(self) -> dict[str, nn.Module]:
@@ -102,8 +110,9 @@ class GANObjective:
         return z, labels
 
     def needs_second_derivative(self, d_step: int) -> bool:
-        """Whether D step `d_step` takes R1 (a gradient of D's gradient: D must run eagerly)."""
-        return self.reg.r1_gamma > 0 and d_step % self.reg.r1_every == 0
+        """Whether D step `d_step`'s main pass takes R1 (a gradient of D's gradient: D must run
+        eagerly); with separate lazy regularisation R1 is its own pass (`d_reg_terms`)."""
+        return self.reg.r1_gamma > 0 and d_step % self.reg.r1_every == 0 and not self.r1_separate
 
     def d_terms(self, G: nn.Module, D: nn.Module, real_images: torch.Tensor, real_labels: torch.Tensor,
                 real_indices: torch.Tensor | None = None, d_step: int = 0) -> tuple[Terms, Terms]:
@@ -139,8 +148,11 @@ class GANObjective:
         stats = {"stats/d_real_logit": real_logits.detach().float().mean(),
                  "stats/d_fake_logit": fake_logits.detach().float().mean()}
         if self.lecam is not None:
-            self.lecam.update(real_logits, fake_logits)
-            terms["d/lecam"] = self.lecam_weight * self.lecam(real_logits, fake_logits)
+            self.lecam.update(real_logits, fake_logits, d_step)
+            if self.lecam.active(d_step):
+                terms["d/lecam"] = self.lecam_weight * self.lecam(real_logits, fake_logits)
+            else:  # warm-up: logged as 0, as the released code does
+                terms["d/lecam"] = torch.zeros((), device=real_logits.device)
         if use_r1:
             terms["d/r1"] = reg.r1_every * reg.r1_gamma / 2 * r1_penalty(real_logits, real_images)
         if use_kd:
@@ -152,6 +164,34 @@ class GANObjective:
                 control.accumulate(real_logits)
                 control.adjust(d_step)
         return terms, stats
+
+    def d_reg_terms(self, D: nn.Module, real_images: torch.Tensor, real_labels: torch.Tensor,
+                    d_step: int = 0) -> tuple[Terms, Terms]:
+        """The lazy R1 step of `reg.separate` (stylegan2-ada's Dreg phase): {"d/r1": r1_every *
+        gamma / 2 * R1} on a fresh D pass over T(real) on D steps that are multiples of r1_every;
+        empty on the others and without `reg.separate`."""
+        reg = self.reg
+        if not (self.r1_separate and reg.r1_gamma > 0 and d_step % reg.r1_every == 0):
+            return {}, {}
+        real_images = real_images.detach().requires_grad_(True)
+        real_logits = D(self.augment(real_images), real_labels)
+        return {"d/r1": reg.r1_every * reg.r1_gamma / 2 * r1_penalty(real_logits, real_images)}, {}
+
+    def g_reg_terms(self, G: nn.Module, D: nn.Module, batch_size: int, device: torch.device,
+                    g_step: int = 0) -> tuple[Terms, Terms]:
+        """The lazy path-length step of `reg.separate` (stylegan2-ada's Greg phase) on G steps that
+        are multiples of pl_every; empty on the others and without `reg.separate`."""
+        reg = self.reg
+        if not (self.pl_separate and reg.pl is not None and reg.pl_weight > 0 and g_step % reg.pl_every == 0):
+            return {}, {}
+        return self._pl_terms(G, batch_size, device)
+
+    def _pl_terms(self, G: nn.Module, batch_size: int, device: torch.device) -> tuple[Terms, Terms]:
+        reg = self.reg
+        n = max(1, batch_size // reg.pl_batch_shrink)
+        z_pl, labels_pl = self.sample_latents(n, device)
+        terms = {"g/pl": reg.pl_every * reg.pl_weight * reg.pl(G, z_pl, labels_pl, reg.style_mixing)}
+        return terms, {"stats/pl_mean": reg.pl.mean.detach().clone()}
 
     def _kd_terms(self, seen: torch.Tensor, clean: torch.Tensor, student: torch.Tensor, b: int,
                   real_indices: torch.Tensor | None, swapped: torch.Tensor | None = None) -> Terms:
@@ -192,12 +232,10 @@ class GANObjective:
             terms["g/pd"] = self.kd.pd_weight * pairwise_diversity(features, self.kd.text, self.kd.cgkd_norm)
         stats: Terms = {}
         reg = self.reg
-        if reg.pl is not None and reg.pl_weight > 0 and g_step % reg.pl_every == 0:
-            n = max(1, batch_size // reg.pl_batch_shrink)
-            z_pl, labels_pl = self.sample_latents(n, device)
-            terms["g/pl"] = reg.pl_every * reg.pl_weight * reg.pl(G_eager or G, z_pl, labels_pl,
-                                                                    reg.style_mixing)
-            stats["stats/pl_mean"] = reg.pl.mean.detach().clone()
+        if (reg.pl is not None and reg.pl_weight > 0 and g_step % reg.pl_every == 0
+                and not self.pl_separate):
+            pl_terms, stats = self._pl_terms(G_eager or G, batch_size, device)
+            terms.update(pl_terms)
         return terms, stats
 
 
@@ -250,6 +288,14 @@ class DistillObjective:
 
     def needs_second_derivative(self, d_step: int) -> bool:
         return self.r1_gamma > 0  # R1 on every step of both discriminators
+
+    def d_reg_terms(self, D: nn.Module, real_images: torch.Tensor, real_labels: torch.Tensor,
+                    d_step: int = 0) -> tuple[Terms, Terms]:
+        return {}, {}  # R1 is part of each discriminator's main step (`_game`)
+
+    def g_reg_terms(self, G: nn.Module, D: nn.Module, batch_size: int, device: torch.device,
+                    g_step: int = 0) -> tuple[Terms, Terms]:
+        return {}, {}
 
     def _game(self, D: nn.Module, real_images: torch.Tensor, real_labels: torch.Tensor,
               fake_images: torch.Tensor, fake_labels: torch.Tensor, name: str) -> tuple[Terms, Terms]:
