@@ -58,7 +58,8 @@ def cli(verbose: bool) -> None:
 @click.option("--teacher-weights", help="open_clip pretrained tag or local checkpoint file "
               "(default openai, or $KDGAN_CLIP_WEIGHTS).")
 @click.option("--kd", help="Distillation terms: auto (default: agkd,cgkd with a CLIP teacher, agkd with "
-              "the image-only inception teacher), agkd,cgkd, agkd or cgkd.")
+              "the image-only inception teacher), agkd,cgkd, agkd or cgkd; baselines (docs/baselines.md): "
+              "plainkd, fitnets, ld, pkd, spkd.")
 @click.option("--prompts", help="CGKD prompts: a named list (cifar10, cifar100, obama, faces, ...) "
               "or a file, one per line. Default: 'a {class}' for the data's classes.")
 @click.option("--set", "sets", multiple=True, metavar="FIELD=VALUE",

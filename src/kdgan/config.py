@@ -58,6 +58,12 @@ class TrainConfig:
     clip_on: str = "augmented"  # augmented (what D sees) | clean (un-augmented; real features cached)
     pd_mode: str = "off"  # off (released code) | generator (pairwise diversity in G's loss)
     pd_weight: float = 1.0  # w_pd when pd_mode = generator
+    # --- other distillation methods into D (KD-DLGAN Discussion 1; docs/baselines.md) ---
+    fitnets_weight: float = 100.0  # weight of the FitNets hint loss (kd term fitnets; RepDistiller's 100)
+    ld_weight: float = 1.0  # weight of label distillation (kd term ld: CLIP zero-shot labels -> D classifier)
+    ld_temperature: float = 4.0  # Hinton temperature T of label distillation (RepDistiller's 4)
+    pkd_weight: float = 30000.0  # weight of probabilistic KD (kd term pkd; RepDistiller's PKT weight)
+    spkd_weight: float = 3000.0  # weight of similarity-preserving KD (kd term spkd; RepDistiller's SP weight)
     prompts: str = ""  # named list, prompt file, or "" = "a {class}" for the data's classes
     teacher_compile: bool = False  # torch.compile the CLIP image tower (first steps pay the compile)
     kd_every: int = 1  # D steps between KD terms, weights x kd_every ("lazy", like lazy R1); 1 = paper
@@ -139,6 +145,21 @@ _VARIANTS = [
     ("lecam-da", "LeCam + DiffAugment", _LECAM, {}),
     ("lecam-da-kd", "LeCam + DiffAugment + KD-DLGAN", {**_LECAM, **_KD},
      {"cifar10": {100: 8.19, 20: 11.45, 10: 13.22}, "cifar100": {100: 10.12, 20: 18.70, 10: 22.40}}),
+]
+
+# KD-DLGAN Discussion 1 (CIFAR 10%, DiffAugment base): other ways to distil the same CLIP teacher
+# into D (docs/baselines.md). Paper FIDs are reported for CIFAR-10 only.
+_KD_BASELINES = [  # (suffix, description, fields, paper FIDs)
+    ("kd", "DiffAugment + KD (CLIP): plain feature distillation (AGKD's L_KD, no swapped targets)",
+     {"teacher": "clip", "kd": "plainkd"}, {}),
+    ("fitnets", "DiffAugment + FitNets (CLIP feature hints into D's feature head)",
+     {"teacher": "clip", "kd": "fitnets"}, {"cifar10": {10: 22.03}}),
+    ("ld", "DiffAugment + label distillation (CLIP zero-shot class probabilities)",
+     {"teacher": "clip", "kd": "ld"}, {"cifar10": {10: 20.46}}),
+    ("pkd", "DiffAugment + probabilistic KD (PKT) from CLIP", {"teacher": "clip", "kd": "pkd"},
+     {"cifar10": {10: 21.34}}),
+    ("spkd", "DiffAugment + similarity-preserving KD from CLIP", {"teacher": "clip", "kd": "spkd"},
+     {"cifar10": {10: 19.11}}),
 ]
 
 
@@ -244,6 +265,7 @@ PRESETS: dict[str, Preset] = {
         ),
         *(_biggan_cifar(ds, pct, *variant) for variant in _VARIANTS
           for ds in ("cifar10", "cifar100") for pct in (100, 20, 10)),
+        *(_biggan_cifar(ds, 10, *variant) for variant in _KD_BASELINES for ds in ("cifar10", "cifar100")),
         *(_stylegan2_fewshot(key, *variant) for key in _SG2_DATASETS for variant in _SG2_VARIANTS),
     ]
 }
@@ -261,6 +283,10 @@ COMPRESS_DEFAULTS: dict[str, Any] = {
 
 
 TEXT_TEACHERS = ("clip", "clip-tiny-random", "clip-random")  # teachers with a text encoder (CGKD)
+# Distillation terms: KD-DLGAN's AGKD and CGKD; plainkd = AGKD's L_KD without the swapped targets
+# ("DA + KD (CLIP)"); fitnets, ld, pkd, spkd = the other methods of Discussion 1.
+KD_TERMS = ("agkd", "cgkd", "plainkd", "fitnets", "ld", "pkd", "spkd")
+TEXT_TERMS = ("cgkd", "ld")  # terms that need the teacher's text features of the prompts
 
 
 def kd_terms(cfg: TrainConfig) -> list[str]:
@@ -357,7 +383,9 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         (cfg.lecam_weight >= 0 and 0 <= cfg.lecam_decay < 1, "lecam_weight >= 0, lecam_decay in [0, 1)"),
         (cfg.teacher in ("", "clip", "inception", "clip-tiny-random", "clip-random"),
          f"teacher must be clip, inception, clip-tiny-random or clip-random, not {cfg.teacher!r}"),
-        (set(kd_terms(cfg)) <= {"agkd", "cgkd"}, f"kd terms are agkd and cgkd, not {cfg.kd!r}"),
+        (set(kd_terms(cfg)) <= set(KD_TERMS), f"kd terms are {', '.join(KD_TERMS)}, not {cfg.kd!r}"),
+        (min(cfg.fitnets_weight, cfg.ld_weight, cfg.pkd_weight, cfg.spkd_weight) >= 0
+         and cfg.ld_temperature > 0, "fitnets/ld/pkd/spkd weights must be >= 0 and ld_temperature > 0"),
         (cfg.agkd_distance in ("l2", "l1"), "agkd_distance must be l2 or l1"),
         (cfg.kd_every >= 1, "kd_every must be at least 1 (1 = KD on every D step)"),
         (0 <= cfg.agkd_p <= 1, "agkd_p must be in [0, 1]"),
@@ -366,9 +394,10 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         (cfg.clip_input in ("official", "normalized"), "clip_input must be official or normalized"),
         (cfg.clip_on in ("augmented", "clean"), "clip_on must be augmented or clean"),
         (cfg.pd_mode in ("off", "generator"), "pd_mode must be off or generator"),
-        (not (cfg.teacher == "inception" and ("cgkd" in kd_terms(cfg) or cfg.pd_mode != "off")),
-         "CGKD and pairwise diversity need text features, and the inception teacher is image-only; "
-         "use --kd agkd (and pd_mode off) with --teacher inception, or --teacher clip"),
+        (not (cfg.teacher == "inception" and (set(TEXT_TERMS) & set(kd_terms(cfg)) or cfg.pd_mode != "off")),
+         "CGKD, label distillation (ld) and pairwise diversity need text features, and the inception "
+         "teacher is image-only; use --kd agkd (and pd_mode off) with --teacher inception, "
+         "or --teacher clip"),
     ]
     for ok, message in checks:
         if not ok:

@@ -24,6 +24,7 @@ from kdgan.data import ImageSet, load_images, select_subset, to_model_range, to_
 from kdgan.errors import KdganError, TrainingDiverged
 from kdgan.losses.regularizers import LeCam, PathLengthPenalty
 from kdgan.nets import build_discriminator, build_generator, save_generator
+from kdgan.nets.layers import init_normal_002, sn_linear
 from kdgan.teachers import build_teacher
 from kdgan.teachers.prompts import resolve_prompts
 from kdgan.training.checkpoint import FORMAT, CheckpointManager
@@ -149,6 +150,13 @@ class Trainer:
         self.augment = Augment(DiffAugment(cfg.diffaugment),
                                ADAugment(cfg.ada, self.ada_p) if cfg.ada else None)
         self.objective = self._build_objective()
+        # Trainable modules outside D that D's loss trains (heads of LD, InsGen, vision-aided D),
+        # built under the same seed on every rank; groups without an lr take D's lr and betas.
+        aux_groups = self.objective.param_groups()
+        self.aux_params = [p for g in aux_groups for p in g["params"]]
+        self.opt_aux = None
+        if self.aux_params:
+            self.opt_aux = torch.optim.Adam(aux_groups, lr=cfg.d_lr, betas=cfg.betas, eps=cfg.adam_eps)
         self.autocast_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.precision]
         self.scalers = {k: torch.amp.GradScaler(self.device.type, enabled=cfg.precision == "fp16")
                         for k in ("G", "D")}
@@ -190,12 +198,16 @@ class Trainer:
         terms = tuple(config_lib.kd_terms(cfg))
         if not terms:
             return None
-        text = None
-        if "cgkd" in terms or cfg.pd_mode == "generator":
+        text, ld_head = None, None
+        if set(terms) & set(config_lib.TEXT_TERMS) or cfg.pd_mode == "generator":
             prompts = resolve_prompts(cfg.prompts, self.dataset.class_names)
             text = self.teacher.text_features(prompts).float()  # once, kept for the whole run
             shown = "; ".join(prompts[:4]) + (" ..." if len(prompts) > 4 else "")
             log.info("CGKD prompts (%d): %s", len(prompts), shown)
+        if "ld" in terms:  # label distillation: a linear classifier over the prompts on D^f's output
+            ld_head = sn_linear(self.teacher.dim, len(text))
+            init_normal_002(ld_head)
+            ld_head = ld_head.to(self.device)
         log.info("teacher %s (%d-d, input %s), KD terms %s%s", self.teacher.name, self.teacher.dim,
                  self.teacher.input_convention, "+".join(terms),
                  f", every {cfg.kd_every} D steps (weights x {cfg.kd_every})" if cfg.kd_every > 1 else "")
@@ -205,7 +217,9 @@ class Trainer:
         return KDSettings(
             self.teacher, terms, text, cfg.agkd_weight, cfg.agkd_distance, cfg.agkd_p, cfg.cgkd_weight,
             cfg.cgkd_norm, cfg.cgkd_distance, cfg.cgkd_fake_only, cfg.clip_on, cfg.pd_mode, cfg.pd_weight,
-            self.clean_real_features if cfg.clip_on == "clean" else None, cfg.kd_every)
+            self.clean_real_features if cfg.clip_on == "clean" else None, cfg.kd_every,
+            fitnets_weight=cfg.fitnets_weight, ld_weight=cfg.ld_weight, ld_temperature=cfg.ld_temperature,
+            pkd_weight=cfg.pkd_weight, spkd_weight=cfg.spkd_weight, ld_head=ld_head)
 
     @torch.no_grad()
     def clean_real_features(self, indices: torch.Tensor) -> torch.Tensor:
@@ -255,20 +269,31 @@ class Trainer:
 
     def _optimize(self, name: str, terms: dict[str, torch.Tensor]) -> torch.Tensor:
         net, opt = (self.G, self.opt_G) if name == "G" else (self.D, self.opt_D)
+        aux = self.opt_aux if name == "D" else None  # auxiliary heads step with D
         scaler = self.scalers[name]
         total = torch.stack(list(terms.values())).sum()
         opt.zero_grad(set_to_none=True)
+        if aux is not None:
+            aux.zero_grad(set_to_none=True)
         scaler.scale(total).backward()
-        average_gradients(list(net.parameters()), self.info)
+        average_gradients(list(net.parameters()) + (self.aux_params if aux is not None else []), self.info)
         scaler.step(opt)
+        if aux is not None:
+            scaler.step(aux)
         scaler.update()
         return total.detach()
+
+    def _d_requires_grad(self, flag: bool) -> None:
+        """Weight gradients on or off for D and the auxiliary heads that train with it."""
+        self.D.requires_grad_(flag)
+        for p in self.aux_params:
+            p.requires_grad_(flag)
 
     def train_step(self) -> dict[str, torch.Tensor]:
         """One G step after `d_steps` D steps; returns detached loss terms and stats."""
         cfg = self.cfg
         logs: dict[str, torch.Tensor] = {}
-        self.D.requires_grad_(True)
+        self._d_requires_grad(True)
         for i in range(cfg.d_steps if self.opt_D is not None else 0):
             d_step = self.step * cfg.d_steps + i
             real, labels, idx = self.real_batch(d_step)
@@ -277,11 +302,11 @@ class Trainer:
             self._optimize("D", terms)
             for k, v in {**terms, **stats}.items():
                 logs[k] = logs.get(k, 0.0) + v.detach() / cfg.d_steps
-        self.D.requires_grad_(False)  # no D weight gradients in the G phase
+        self._d_requires_grad(False)  # no D weight gradients in the G phase
         with self._autocast():
             terms, stats = self.objective.g_terms(self.G, self.D, self.local_batch, self.device, self.step)
         self._optimize("G", terms)
-        self.D.requires_grad_(True)
+        self._d_requires_grad(True)
         logs.update({k: v.detach() for k, v in {**terms, **stats}.items()})
         self.step += 1
         update_ema(self.G_ema, self.G, ema_decay_at(self.step, cfg.ema_decay, cfg.ema_start_steps))
@@ -308,7 +333,8 @@ class Trainer:
             "dataset": {"content_sha256": self.data_hash, "num_images": len(self.dataset),
                         "class_names": self.dataset.class_names},
             "nets": {"G": net(self.G), "D": net(self.D), "G_ema": net(self.G_ema)},
-            "optim": {"G": self.opt_G.state_dict(), "D": self.opt_D.state_dict() if self.opt_D else {}},
+            "optim": {"G": self.opt_G.state_dict(), "D": self.opt_D.state_dict() if self.opt_D else {},
+                      "aux": self.opt_aux.state_dict() if self.opt_aux else {}},
             "scalers": {k: s.state_dict() for k, s in self.scalers.items()},
             "objective": self.objective.state_dict(),
             "rng": rng_states,
@@ -345,6 +371,8 @@ class Trainer:
         self.opt_G.load_state_dict(ckpt["optim"]["G"])
         if self.opt_D is not None:
             self.opt_D.load_state_dict(ckpt["optim"]["D"])
+        if self.opt_aux is not None:
+            self.opt_aux.load_state_dict(ckpt["optim"]["aux"])
         for k, s in self.scalers.items():
             if ckpt["scalers"][k]:
                 s.load_state_dict(ckpt["scalers"][k])

@@ -11,6 +11,13 @@ from torch import nn
 from kdgan.augment.ada import AdaptiveP
 from kdgan.losses.adversarial import ADVERSARIAL_LOSSES
 from kdgan.losses.akdg import mse_distillation
+from kdgan.losses.kd_baselines import (
+    fitnets_loss,
+    label_distillation_loss,
+    pkd_loss,
+    spkd_loss,
+    zero_shot_logits,
+)
 from kdgan.losses.kd_dlgan import agkd_loss, cgkd_loss, pairwise_diversity
 from kdgan.losses.regularizers import LeCam, PathLengthPenalty, r1_penalty
 from kdgan.teachers.base import Teacher
@@ -38,7 +45,7 @@ class KDSettings:
     """The KD-DLGAN terms (METHOD.md 1.3-1.4) and their options; see TrainConfig for each."""
 
     teacher: Teacher
-    terms: tuple[str, ...]  # subset of ("agkd", "cgkd")
+    terms: tuple[str, ...]  # subset of config.KD_TERMS
     text: torch.Tensor | None  # (K, M) teacher text features of the prompts, fp32
     agkd_weight: float = 10.0
     agkd_distance: str = "l2"
@@ -53,6 +60,13 @@ class KDSettings:
     # clip_on = clean: dataset indices (B,) -> cached teacher features of the clean real images
     clean_real_features: Callable[[torch.Tensor], torch.Tensor] | None = None
     every: int = 1  # KD on every `every`-th D step, its weights multiplied by `every`
+    # other distillation methods (losses/kd_baselines.py); ld_head: D^f (B, M) -> class logits (B, K)
+    fitnets_weight: float = 100.0
+    ld_weight: float = 1.0
+    ld_temperature: float = 4.0
+    pkd_weight: float = 30000.0
+    spkd_weight: float = 3000.0
+    ld_head: nn.Module | None = None
 
 
 class GANObjective:
@@ -82,8 +96,18 @@ class GANObjective:
         self.g_kwargs = {"mixing_prob": self.reg.style_mixing} if self.reg.style_mixing > 0 else {}
 
     def _stateful(self) -> dict[str, nn.Module]:
-        members = {"lecam": self.lecam, "ada": self.reg.ada, "apa": self.reg.apa, "pl": self.reg.pl}
+        members = {"lecam": self.lecam, "ada": self.reg.ada, "apa": self.reg.apa, "pl": self.reg.pl,
+                   **self.aux_modules()}
         return {k: m for k, m in members.items() if m is not None}
+
+    def aux_modules(self) -> dict[str, nn.Module]:
+        """Trainable modules outside D that D's loss trains (the label-distillation classifier)."""
+        return {"ld_head": self.kd.ld_head} if self.kd is not None and self.kd.ld_head is not None else {}
+
+    def param_groups(self) -> list[dict]:
+        """Adam parameter groups of the auxiliary modules, stepped with D (no lr: D's lr and betas)."""
+        modules = self.aux_modules().values()
+        return [{"params": [p for p in m.parameters() if p.requires_grad]} for m in modules]
 
     def state_dict(self) -> dict:
         """Training state of the objective (LeCam anchors, ADA / APA p, path-length mean);
@@ -172,6 +196,20 @@ class GANObjective:
             terms["d/cgkd"] = kd.every * kd.cgkd_weight * cgkd_loss(
                 target_real, target_fake, student_real, student_fake, kd.text, kd.cgkd_norm,
                 kd.cgkd_distance, kd.cgkd_fake_only)
+        if "plainkd" in kd.terms:  # "DA + KD (CLIP)": L_KD alone, never the swapped targets
+            terms["d/plainkd"] = kd.every * kd.agkd_weight * agkd_loss(
+                target_real, target_fake, student_real, student_fake, 0.0, kd.agkd_distance)
+        # Discussion 1's other methods, each on the real and on the fake half (as L_KD)
+        for name, weight, loss in (("fitnets", kd.fitnets_weight, fitnets_loss),
+                                   ("pkd", kd.pkd_weight, pkd_loss), ("spkd", kd.spkd_weight, spkd_loss)):
+            if name in kd.terms:
+                value = loss(student_real, target_real) + loss(student_fake, target_fake)
+                terms[f"d/{name}"] = kd.every * weight * value
+        if "ld" in kd.terms:
+            logits_fake, logits_real = kd.ld_head(student).float().split([b, b])
+            value = sum(label_distillation_loss(s, zero_shot_logits(t, kd.text), kd.ld_temperature)
+                        for s, t in ((logits_real, target_real), (logits_fake, target_fake)))
+            terms["d/ld"] = kd.every * kd.ld_weight * value
         return terms
 
     def g_terms(self, G: nn.Module, D: nn.Module, batch_size: int, device: torch.device,
@@ -235,6 +273,9 @@ class DistillObjective:
 
     def state_dict(self) -> dict:
         return {}  # the teacher is never saved; its hash is (see Trainer.state_dict)
+
+    def param_groups(self) -> list[dict]:
+        return []  # no auxiliary trainable modules
 
     def load_state_dict(self, state: dict) -> None:
         pass
