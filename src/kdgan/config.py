@@ -82,6 +82,15 @@ class TrainConfig:
     ada_every: int = 4  # D steps between p updates (ADA and APA)
     apa: bool = False  # adaptive pseudo augmentation: real images swapped for detached fakes with prob p
     apa_target: float = 0.6  # r_t target of APA's p
+    # --- InsGen (Yang et al., NeurIPS 2021; METHOD.md 2.7; docs/baselines.md) ---
+    insgen: bool = False  # instance discrimination on D's features with a momentum D and key queues
+    insgen_queue: int = 0  # keys per queue (real and fake); 0 = int(5% of the images), x2 with xflip
+    insgen_temperature: float = 0.2  # temperature of the contrastive logits
+    insgen_momentum: float = 0.999  # momentum of D_ema and of the heads' key projectors, per D step
+    insgen_real_weight: float = 1.0  # weight of real instance discrimination in D's loss
+    insgen_fake_weight: float = 1.0  # weight of fake instance discrimination in D's loss
+    insgen_g_weight: float = 0.1  # weight of fake instance discrimination in G's loss
+    insgen_noise: float = 0.15  # std of the latent perturbation that gives a fake image its positive view
     # --- AKDG compression (METHOD.md section 3; `kdgan compress` sets these) ---
     compress_teacher: str = ""  # frozen teacher G (checkpoint, export folder, .safetensors); "" = off
     compress_method: str = "akdg"  # akdg | mse | mse+adv | vanilla (data only)
@@ -199,6 +208,7 @@ _SG2_DATASETS = {  # preset name -> (data name, kimg, title, index into METHOD.m
     "animalface-dog": ("animalface-dog", 500, "AnimalFace dog", 4),
 }
 _NO_DA = {"diffaugment": ""}
+_INSGEN = {**_NO_DA, "ada": "bgc", "insgen": True}
 _LECAM_SG2 = {"lecam_weight": 0.01}  # not given in METHOD: 0.01 keeps R_LC near the ns loss's scale
 _SG2_VARIANTS = [  # (suffix, description, fields, paper FIDs per dataset or None)
     ("da", "DiffAugment (color,translation,cutout)", {}, (46.87, 27.08, 12.06, 42.44, 58.85)),
@@ -209,6 +219,9 @@ _SG2_VARIANTS = [  # (suffix, description, fields, paper FIDs per dataset or Non
     ("ada-kd", "ADA + KD-DLGAN", {**_NO_DA, "ada": "bgc", **_KD}, None),
     ("apa", "APA (target 0.6)", {**_NO_DA, "apa": True}, None),
     ("apa-kd", "APA + KD-DLGAN", {**_NO_DA, "apa": True, **_KD}, None),
+    # InsGen's released code is built on ADA (its contrastive views come from the ADA pipeline)
+    ("insgen", "InsGen (ADA bgc + instance discrimination)", _INSGEN, (45.85, 27.48, 12.13, 41.33, 55.12)),
+    ("insgen-kd", "InsGen + KD-DLGAN", {**_INSGEN, **_KD}, (38.28, 22.16, 9.51, 32.39, 50.13)),
 ]
 
 
@@ -366,6 +379,12 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         (not ((cfg.apa or cfg.ada) and cfg.compress_teacher),
          "ADA and APA are for GAN training, not generator compression; drop --set ada / apa"),
         (cfg.g_ch >= 1 and cfg.d_ch >= 1, "g_ch and d_ch must be at least 1"),
+        (not (cfg.insgen and cfg.compress_teacher),
+         "InsGen is for GAN training, not generator compression; drop --set insgen"),
+        (cfg.insgen_queue >= 0 and cfg.insgen_temperature > 0 and 0 <= cfg.insgen_momentum < 1
+         and min(cfg.insgen_real_weight, cfg.insgen_fake_weight, cfg.insgen_g_weight, cfg.insgen_noise) >= 0,
+         "insgen_queue >= 0 (0 = 5% of the data), insgen_temperature > 0, insgen_momentum in [0, 1), "
+         "InsGen weights and insgen_noise >= 0"),
         (cfg.r1_gamma >= 0, "r1_gamma must be >= 0 (0 turns R1 off)"),
         (cfg.compress_method in COMPRESS_METHODS,
          f"compress_method must be one of {', '.join(COMPRESS_METHODS)}, not {cfg.compress_method!r}"),

@@ -22,6 +22,7 @@ from kdgan.augment.ada import AdaptiveP, ADAugment, Augment
 from kdgan.config import RESUMABLE_FIELDS, TrainConfig
 from kdgan.data import ImageSet, load_images, select_subset, to_model_range, to_uint8
 from kdgan.errors import KdganError, TrainingDiverged
+from kdgan.losses.insgen import InsGen, default_queue_size, lazy_ratio
 from kdgan.losses.regularizers import LeCam, PathLengthPenalty
 from kdgan.nets import build_discriminator, build_generator, save_generator
 from kdgan.nets.layers import init_normal_002, sn_linear
@@ -191,7 +192,23 @@ class Trainer:
             pl_weight=cfg.pl_weight, pl_every=cfg.pl_every, pl_batch_shrink=cfg.pl_batch_shrink,
             style_mixing=cfg.style_mixing, ada=self.ada_p, apa=self.apa_p)
         return GANObjective(cfg.loss, self.augment, cfg.z_dim, self.c_dim, lecam, cfg.lecam_weight,
-                            self._kd_settings(), reg=reg)
+                            self._kd_settings(), reg=reg, insgen=self._insgen())
+
+    def _insgen(self) -> InsGen | None:
+        """InsGen's momentum D and contrastive heads (queues of 5% of the data by default)."""
+        cfg = self.cfg
+        if not cfg.insgen:
+            return None
+        queue = cfg.insgen_queue or default_queue_size(len(self.dataset), cfg.xflip)
+        log.info("InsGen: queues of %d keys, temperature %g, momentum %g", queue, cfg.insgen_temperature,
+                 cfg.insgen_momentum)
+        d_ratio = lazy_ratio(cfg.r1_every) if cfg.r1_gamma > 0 else 1.0
+        g_ratio = lazy_ratio(cfg.pl_every) if cfg.pl_weight > 0 else 1.0
+        return InsGen(
+            self.D, queue, cfg.insgen_temperature, cfg.insgen_momentum, cfg.insgen_real_weight,
+            cfg.insgen_fake_weight, cfg.insgen_g_weight, cfg.insgen_noise,
+            d_opt=(cfg.d_lr * d_ratio, tuple(b**d_ratio for b in cfg.betas)),
+            g_opt=(cfg.g_lr * g_ratio, tuple(b**g_ratio for b in cfg.betas))).to(self.device)
 
     def _kd_settings(self) -> KDSettings | None:
         cfg = self.cfg

@@ -11,6 +11,7 @@ from torch import nn
 from kdgan.augment.ada import AdaptiveP
 from kdgan.losses.adversarial import ADVERSARIAL_LOSSES
 from kdgan.losses.akdg import mse_distillation
+from kdgan.losses.insgen import InsGen
 from kdgan.losses.kd_baselines import (
     fitnets_loss,
     label_distillation_loss,
@@ -73,7 +74,9 @@ class GANObjective:
     """The adversarial game with augmentation T applied to everything D sees (METHOD 1.5, 2.3).
 
     D phase:  L_D = loss_d(D(T(x)), D(T(G(z)))) [+ w_lc R_LC] [+ L_AGKD] [+ L_CGKD] [+ gamma/2 R1]
+                    [+ other KD terms (kd_baselines)] [+ InsGen real / fake instance discrimination]
     G phase:  L_G = loss_g(D(T(G(z))))          [+ w_pd L_PD  when pd_mode = generator] [+ w_pl PL]
+                    [+ InsGen's G term]
     Fake labels are drawn uniformly over the classes, as in BigGAN. R1 is taken with respect to
     the un-augmented real images (as StyleGAN2-ADA does); lazily (every r1_every-th D step,
     weight x r1_every, in the same optimiser step as the main loss). T is the augment module:
@@ -84,13 +87,14 @@ class GANObjective:
 
     def __init__(self, loss: str, augment: nn.Module, z_dim: int, c_dim: int,
                  lecam: LeCam | None = None, lecam_weight: float = 0.0, kd: KDSettings | None = None,
-                 r1_gamma: float = 0.0, reg: Regularization | None = None):
+                 r1_gamma: float = 0.0, reg: Regularization | None = None, insgen: InsGen | None = None):
         self.loss_d, self.loss_g = ADVERSARIAL_LOSSES[loss]
         self.loss_name = loss
         self.augment = augment
         self.z_dim, self.c_dim = z_dim, c_dim
         self.lecam, self.lecam_weight = lecam, lecam_weight
         self.kd = kd
+        self.insgen = insgen  # InsGen's momentum D, heads and queues (losses/insgen.py)
         self.reg = reg if reg is not None else Regularization(r1_gamma=r1_gamma)
         self.r1_gamma = self.reg.r1_gamma
         self.g_kwargs = {"mixing_prob": self.reg.style_mixing} if self.reg.style_mixing > 0 else {}
@@ -101,13 +105,17 @@ class GANObjective:
         return {k: m for k, m in members.items() if m is not None}
 
     def aux_modules(self) -> dict[str, nn.Module]:
-        """Trainable modules outside D that D's loss trains (the label-distillation classifier)."""
-        return {"ld_head": self.kd.ld_head} if self.kd is not None and self.kd.ld_head is not None else {}
+        """Modules outside D that D's loss trains (label-distillation classifier, InsGen)."""
+        members = {"ld_head": self.kd.ld_head if self.kd is not None else None, "insgen": self.insgen}
+        return {k: m for k, m in members.items() if m is not None}
 
     def param_groups(self) -> list[dict]:
         """Adam parameter groups of the auxiliary modules, stepped with D (no lr: D's lr and betas)."""
-        modules = self.aux_modules().values()
-        return [{"params": [p for p in m.parameters() if p.requires_grad]} for m in modules]
+        groups = []
+        for m in self.aux_modules().values():
+            groups += m.param_groups() if hasattr(m, "param_groups") else [
+                {"params": [p for p in m.parameters() if p.requires_grad]}]
+        return groups
 
     def state_dict(self) -> dict:
         """Training state of the objective (LeCam anchors, ADA / APA p, path-length mean);
@@ -165,6 +173,9 @@ class GANObjective:
             terms["d/r1"] = reg.r1_every * reg.r1_gamma / 2 * r1_penalty(real_logits, real_images)
         if use_kd:
             terms.update(self._kd_terms(seen, clean, student.float(), b, real_indices, swapped))
+        if self.insgen is not None:
+            terms.update(self.insgen.d_terms(D, G, self.augment, real_images, fake_images, z[:b],
+                                             fake_labels, self.g_kwargs))
         for name, control in (("ada", reg.ada), ("apa", reg.apa)):
             if control is not None:
                 stats[f"stats/{name}_p"] = control.p.detach().clone()
@@ -216,8 +227,11 @@ class GANObjective:
                 g_step: int = 0) -> tuple[Terms, Terms]:
         """G loss terms for one batch of fresh latents; `g_step` is the global G-step index."""
         z, labels = self.sample_latents(batch_size, device)
-        seen = self.augment(G(z, labels, **self.g_kwargs))
+        fake_images = G(z, labels, **self.g_kwargs)
+        seen = self.augment(fake_images)
         terms = {f"g/{self.loss_name}": self.loss_g(D(seen, labels))}
+        if self.insgen is not None and self.insgen.g_weight > 0:
+            terms["g/insgen"] = self.insgen.g_term(D, self.augment, fake_images)
         if self.kd is not None and self.kd.pd_mode == "generator":
             # gradients flow through the frozen teacher into G (its weights stay untouched)
             features = self.kd.teacher.image_features(seen)
