@@ -91,6 +91,10 @@ class TrainConfig:
     insgen_fake_weight: float = 1.0  # weight of fake instance discrimination in D's loss
     insgen_g_weight: float = 0.1  # weight of fake instance discrimination in G's loss
     insgen_noise: float = 0.15  # std of the latent perturbation that gives a fake image its positive view
+    # --- vision-aided GAN (Kumari et al., CVPR 2022; docs/baselines.md) ---
+    vision_aided: str = ""  # backbone of the vision-aided D: "" = off | clip | clip-tiny-random (tests)
+    vision_aided_warmup: int = 2000  # G steps before its loss turns on (released BigGAN-CIFAR --warmup)
+    vision_aided_policy: str = "color,translation,cutout"  # DiffAugment policy of the backbone's input
     # --- AKDG compression (METHOD.md section 3; `kdgan compress` sets these) ---
     compress_teacher: str = ""  # frozen teacher G (checkpoint, export folder, .safetensors); "" = off
     compress_method: str = "akdg"  # akdg | mse | mse+adv | vanilla (data only)
@@ -169,6 +173,8 @@ _KD_BASELINES = [  # (suffix, description, fields, paper FIDs)
      {"cifar10": {10: 21.34}}),
     ("spkd", "DiffAugment + similarity-preserving KD from CLIP", {"teacher": "clip", "kd": "spkd"},
      {"cifar10": {10: 19.11}}),
+    ("vision-aided", "DiffAugment + vision-aided D (frozen CLIP ViT-B/32 + MLP head, Kumari et al.)",
+     {"vision_aided": "clip"}, {"cifar10": {10: 16.24}}),
 ]
 
 
@@ -379,6 +385,11 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         (not ((cfg.apa or cfg.ada) and cfg.compress_teacher),
          "ADA and APA are for GAN training, not generator compression; drop --set ada / apa"),
         (cfg.g_ch >= 1 and cfg.d_ch >= 1, "g_ch and d_ch must be at least 1"),
+        (cfg.vision_aided in ("", *TEXT_TEACHERS),
+         f"vision_aided must be clip, clip-tiny-random or clip-random (or empty), not {cfg.vision_aided!r}"),
+        (not (cfg.vision_aided and cfg.compress_teacher),
+         "the vision-aided D is for GAN training, not generator compression; drop --set vision_aided"),
+        (cfg.vision_aided_warmup >= 0, "vision_aided_warmup must be >= 0 (G steps)"),
         (not (cfg.insgen and cfg.compress_teacher),
          "InsGen is for GAN training, not generator compression; drop --set insgen"),
         (cfg.insgen_queue >= 0 and cfg.insgen_temperature > 0 and 0 <= cfg.insgen_momentum < 1
@@ -425,6 +436,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     from kdgan.augment.ada import parse_ops
 
     parse_policy(cfg.diffaugment)
+    parse_policy(cfg.vision_aided_policy)
     parse_ops(cfg.ada)
     return cfg
 

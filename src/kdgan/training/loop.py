@@ -26,6 +26,7 @@ from kdgan.losses.insgen import InsGen, default_queue_size, lazy_ratio
 from kdgan.losses.regularizers import LeCam, PathLengthPenalty
 from kdgan.nets import build_discriminator, build_generator, save_generator
 from kdgan.nets.layers import init_normal_002, sn_linear
+from kdgan.nets.vision_aided import VisionAidedD
 from kdgan.teachers import build_teacher
 from kdgan.teachers.prompts import resolve_prompts
 from kdgan.training.checkpoint import FORMAT, CheckpointManager
@@ -192,7 +193,22 @@ class Trainer:
             pl_weight=cfg.pl_weight, pl_every=cfg.pl_every, pl_batch_shrink=cfg.pl_batch_shrink,
             style_mixing=cfg.style_mixing, ada=self.ada_p, apa=self.apa_p)
         return GANObjective(cfg.loss, self.augment, cfg.z_dim, self.c_dim, lecam, cfg.lecam_weight,
-                            self._kd_settings(), reg=reg, insgen=self._insgen())
+                            self._kd_settings(), reg=reg, insgen=self._insgen(),
+                            vision_aided=self._vision_aided())
+
+    def _vision_aided(self) -> VisionAidedD | None:
+        """The vision-aided D: the teacher's CLIP (or one loaded for it) + a trainable head."""
+        cfg = self.cfg
+        if not cfg.vision_aided:
+            return None
+        backbone = self.teacher
+        if backbone is None or cfg.teacher != cfg.vision_aided:
+            backbone = build_teacher(cfg.vision_aided, cfg.teacher_model, cfg.teacher_weights, "official",
+                                     self.device)
+        log.info("vision-aided D on %s, on after %d G steps", backbone.name, cfg.vision_aided_warmup)
+        return VisionAidedD(backbone, self.c_dim, cfg.vision_aided_policy,
+                            "relu" if cfg.arch != "stylegan2" else "lrelu", cfg.vision_aided_warmup,
+                            cfg.d_steps).to(self.device)
 
     def _insgen(self) -> InsGen | None:
         """InsGen's momentum D and contrastive heads (queues of 5% of the data by default)."""

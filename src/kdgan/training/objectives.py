@@ -21,6 +21,7 @@ from kdgan.losses.kd_baselines import (
 )
 from kdgan.losses.kd_dlgan import agkd_loss, cgkd_loss, pairwise_diversity
 from kdgan.losses.regularizers import LeCam, PathLengthPenalty, r1_penalty
+from kdgan.nets.vision_aided import VisionAidedD
 from kdgan.teachers.base import Teacher
 
 Terms = dict[str, torch.Tensor]
@@ -87,7 +88,8 @@ class GANObjective:
 
     def __init__(self, loss: str, augment: nn.Module, z_dim: int, c_dim: int,
                  lecam: LeCam | None = None, lecam_weight: float = 0.0, kd: KDSettings | None = None,
-                 r1_gamma: float = 0.0, reg: Regularization | None = None, insgen: InsGen | None = None):
+                 r1_gamma: float = 0.0, reg: Regularization | None = None, insgen: InsGen | None = None,
+                 vision_aided: VisionAidedD | None = None):
         self.loss_d, self.loss_g = ADVERSARIAL_LOSSES[loss]
         self.loss_name = loss
         self.augment = augment
@@ -95,6 +97,7 @@ class GANObjective:
         self.lecam, self.lecam_weight = lecam, lecam_weight
         self.kd = kd
         self.insgen = insgen  # InsGen's momentum D, heads and queues (losses/insgen.py)
+        self.vision_aided = vision_aided  # frozen backbone + trained head (nets/vision_aided.py)
         self.reg = reg if reg is not None else Regularization(r1_gamma=r1_gamma)
         self.r1_gamma = self.reg.r1_gamma
         self.g_kwargs = {"mixing_prob": self.reg.style_mixing} if self.reg.style_mixing > 0 else {}
@@ -105,8 +108,9 @@ class GANObjective:
         return {k: m for k, m in members.items() if m is not None}
 
     def aux_modules(self) -> dict[str, nn.Module]:
-        """Modules outside D that D's loss trains (label-distillation classifier, InsGen)."""
-        members = {"ld_head": self.kd.ld_head if self.kd is not None else None, "insgen": self.insgen}
+        """Modules outside D that D's loss trains (label-distillation classifier, InsGen, vision-aided D)."""
+        members = {"ld_head": self.kd.ld_head if self.kd is not None else None, "insgen": self.insgen,
+                   "vision_aided": self.vision_aided}
         return {k: m for k, m in members.items() if m is not None}
 
     def param_groups(self) -> list[dict]:
@@ -173,6 +177,8 @@ class GANObjective:
             terms["d/r1"] = reg.r1_every * reg.r1_gamma / 2 * r1_penalty(real_logits, real_images)
         if use_kd:
             terms.update(self._kd_terms(seen, clean, student.float(), b, real_indices, swapped))
+        if self.vision_aided is not None:
+            terms.update(self._vision_aided_d_terms(clean, labels, b, d_step))
         if self.insgen is not None:
             terms.update(self.insgen.d_terms(D, G, self.augment, real_images, fake_images, z[:b],
                                              fake_labels, self.g_kwargs))
@@ -183,6 +189,16 @@ class GANObjective:
                 control.accumulate(real_logits)
                 control.adjust(d_step)
         return terms, stats
+
+    def _vision_aided_d_terms(self, clean: torch.Tensor, labels: torch.Tensor, b: int, d_step: int) -> Terms:
+        """The vision-aided D's loss on the un-augmented fake and real images (it augments them
+        itself); weight 0 during warm-up but still computed, so its Adam steps count as released."""
+        va = self.vision_aided
+        on = float(d_step // va.d_steps > va.warmup_steps)
+        fake_logits, real_logits = va(clean, labels, detach=True).split([b, b])
+        loss_real, loss_fake = self.loss_d(real_logits, fake_logits)
+        return {f"d/vision_aided_{self.loss_name}_real": on * loss_real,
+                f"d/vision_aided_{self.loss_name}_fake": on * loss_fake}
 
     def _kd_terms(self, seen: torch.Tensor, clean: torch.Tensor, student: torch.Tensor, b: int,
                   real_indices: torch.Tensor | None, swapped: torch.Tensor | None = None) -> Terms:
@@ -232,6 +248,9 @@ class GANObjective:
         terms = {f"g/{self.loss_name}": self.loss_g(D(seen, labels))}
         if self.insgen is not None and self.insgen.g_weight > 0:
             terms["g/insgen"] = self.insgen.g_term(D, self.augment, fake_images)
+        if self.vision_aided is not None and g_step > self.vision_aided.warmup_steps:
+            # gradients reach G through the frozen backbone
+            terms[f"g/vision_aided_{self.loss_name}"] = self.loss_g(self.vision_aided(fake_images, labels))
         if self.kd is not None and self.kd.pd_mode == "generator":
             # gradients flow through the frozen teacher into G (its weights stay untouched)
             features = self.kd.teacher.image_features(seen)
