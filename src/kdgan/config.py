@@ -120,7 +120,7 @@ class TrainConfig:
     keep_ckpts: int = 3  # most recent checkpoints kept on disk (plus best, when evaluated)
     # --- evaluation during training (METHOD.md section 4) ---
     eval_every_steps: int = 0  # G steps between evaluations of G_ema; 0 = off
-    eval_protocol: str = "cifar"  # cifar | fewshot | full50k | custom (custom needs eval_num_gen)
+    eval_protocol: str = "cifar"  # cifar | fewshot | full50k | imagenet | custom (custom needs eval_num_gen)
     eval_num_gen: int = 0  # generated images per evaluation; 0 = the protocol's number
     eval_metric: str = "fid"  # fid | kid: lower is better; picks checkpoints/best.pt
     eval_ref: str = ""  # reference data; "" = the training source (`data`)
@@ -143,6 +143,7 @@ class Preset:
     description: str  # one line for `kdgan presets`
     overrides: dict[str, Any] = field(default_factory=dict)
     paper_fid: float | None = None  # FID reported in the paper for this row (METHOD.md section 5)
+    paper_is: float | None = None  # Inception Score reported in the paper, where it reports one
 
 
 # KD-DLGAN Table 1 / ablation rows (METHOD.md section 5): (variant, description, fields, FID by %).
@@ -242,6 +243,37 @@ def _stylegan2_fewshot(key: str, suffix: str, what: str, fields: dict[str, Any],
     )
 
 
+# ImageNet 64 x 64 with 10%, 5%, 2.5% of the training set (docs/baselines.md): BigGAN at 64 px
+# (BigGAN-PyTorch's arch[64], ch 64, no attention) with the BigGAN paper's optimisation (Adam
+# G 1e-4, D 4e-4, betas (0, 0.999), 2 D steps, batch 256, EMA 0.9999 from step 20k); data: a
+# `kdgan data prepare-imagenet` zip of the subset; evaluation: protocol imagenet.
+_IMAGENET64: dict[str, Any] = {
+    "arch": "biggan", "resolution": 64, "g_ch": 64, "d_ch": 64, "z_dim": 128, "batch_size": 256,
+    "d_steps": 2, "g_lr": 1e-4, "d_lr": 4e-4, "betas": (0.0, 0.999), "adam_eps": 1e-6,
+    "ema_decay": 0.9999, "ema_start_steps": 20_000, "steps": 100_000, "eval_protocol": "imagenet",
+    "eval_every_steps": 10_000, "sample_every_steps": 2000, "ckpt_every_steps": 2000, "xflip": True,
+}
+_IMAGENET_VARIANTS = [  # (suffix, description, fields, {pct: (FID, IS)} from the paper)
+    ("da", "DiffAugment", {}, {10: (32.82, 12.76)}),
+    ("da-kd", "DiffAugment + KD-DLGAN", _KD, {10: (19.99, 14.25)}),
+    ("lecam-da", "LeCam + DiffAugment", _LECAM, {}),
+    ("lecam-da-kd", "LeCam + DiffAugment + KD-DLGAN", {**_LECAM, **_KD}, {}),
+    ("ada", "ADA (bgc, target 0.6)", {"diffaugment": "", "ada": "bgc"}, {}),
+    ("ada-kd", "ADA + KD-DLGAN", {"diffaugment": "", "ada": "bgc", **_KD}, {}),
+]
+
+
+def _imagenet64(pct: str, variant: str, what: str, fields: dict[str, Any],
+                scores: dict[float, tuple[float, float]]) -> Preset:
+    fid, inception_score = scores.get(float(pct), (None, None))
+    return Preset(
+        name=f"biggan-imagenet64-{pct}pct-{variant}",
+        description=f"BigGAN 64px, {what}, ImageNet {pct}% (class-balanced) data",
+        overrides={**_IMAGENET64, "data": f"imagenet64-{pct}pct.zip", **fields},
+        paper_fid=fid, paper_is=inception_score,
+    )
+
+
 # The CPU demo: a 16-channel BigGAN on the 100 embedded LFW faces.
 _DEMO: dict[str, Any] = {
     "data": "lfw-faces", "g_ch": 16, "d_ch": 16, "z_dim": 64, "batch_size": 20,
@@ -286,6 +318,7 @@ PRESETS: dict[str, Preset] = {
           for ds in ("cifar10", "cifar100") for pct in (100, 20, 10)),
         *(_biggan_cifar(ds, 10, *variant) for variant in _KD_BASELINES for ds in ("cifar10", "cifar100")),
         *(_stylegan2_fewshot(key, *variant) for key in _SG2_DATASETS for variant in _SG2_VARIANTS),
+        *(_imagenet64(pct, *variant) for variant in _IMAGENET_VARIANTS for pct in ("10", "5", "2.5")),
     ]
 }
 
