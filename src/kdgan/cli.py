@@ -52,8 +52,8 @@ def cli(verbose: bool) -> None:
 @click.option("--resolution", type=int, help="Image side in px (32 or 64).")
 @click.option("--split", help="Split folder to read when the data has train/ and test/.")
 @click.option("--data-fraction", type=float, help="Train on this fraction of the data, in (0, 1].")
-@click.option("--teacher", help="KD-DLGAN teacher: clip | inception (image-only, offline) | "
-              "clip-tiny-random (tests only). Default: none (plain GAN).")
+@click.option("--teacher", help="KD-DLGAN teacher: clip | inception (image-only, offline) | blip "
+              "(pip install 'kdgan[blip]') | clip-tiny-random (tests only). Default: none (plain GAN).")
 @click.option("--teacher-model", help="open_clip model name for --teacher clip (default ViT-B-32).")
 @click.option("--teacher-weights", help="open_clip pretrained tag or local checkpoint file "
               "(default openai, or $KDGAN_CLIP_WEIGHTS).")

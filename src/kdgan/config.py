@@ -43,9 +43,9 @@ class TrainConfig:
     lecam_start_steps: int = 1000  # D updates during which the anchors track the batch means
     lecam_rectified: bool = True  # relu form (released code); False = the paper's plain squares
     # --- KD-DLGAN (METHOD.md section 1) ---
-    teacher: str = ""  # "" = no KD | clip | inception | clip-tiny-random / clip-random (tests, benchmarks)
+    teacher: str = ""  # "" = no KD | clip | inception | blip | clip-tiny-random, blip-tiny-random (tests)
     teacher_model: str = "ViT-B-32"  # open_clip model name (clip teacher)
-    teacher_weights: str = ""  # open_clip pretrained tag or local file; "" = openai / $KDGAN_CLIP_WEIGHTS
+    teacher_weights: str = ""  # CLIP: open_clip tag or file ("" = openai); BLIP: hub id or folder
     kd: str = "auto"  # KD terms: auto (agkd,cgkd; agkd if the teacher is image-only) | agkd,cgkd | agkd
     agkd_weight: float = 10.0  # w_agkd
     agkd_distance: str = "l2"  # l2 (per-sample norm, released code) | l1 (elementwise mean, paper)
@@ -174,6 +174,8 @@ _KD_BASELINES = [  # (suffix, description, fields, paper FIDs)
      {"cifar10": {10: 21.34}}),
     ("spkd", "DiffAugment + similarity-preserving KD from CLIP", {"teacher": "clip", "kd": "spkd"},
      {"cifar10": {10: 19.11}}),
+    ("da-kd-blip", "DiffAugment + KD-DLGAN with a BLIP teacher (ITC features, blip-itm-base-coco)",
+     {"teacher": "blip", "kd": "agkd,cgkd"}, {"cifar10": {10: 15.74}}),
     ("vision-aided", "DiffAugment + vision-aided D (frozen CLIP ViT-B/32 + MLP head, Kumari et al.)",
      {"vision_aided": "clip"}, {"cifar10": {10: 16.24}}),
 ]
@@ -334,7 +336,8 @@ COMPRESS_DEFAULTS: dict[str, Any] = {
 }
 
 
-TEXT_TEACHERS = ("clip", "clip-tiny-random", "clip-random")  # teachers with a text encoder (CGKD)
+TEXT_TEACHERS = ("clip", "clip-tiny-random", "clip-random", "blip", "blip-tiny-random")  # with text (CGKD)
+CLIP_TEACHERS = ("clip", "clip-tiny-random", "clip-random")  # open_clip models (vision-aided backbones)
 # Distillation terms: KD-DLGAN's AGKD and CGKD; plainkd = AGKD's L_KD without the swapped targets
 # ("DA + KD (CLIP)"); fitnets, ld, pkd, spkd = the other methods of Discussion 1.
 KD_TERMS = ("agkd", "cgkd", "plainkd", "fitnets", "ld", "pkd", "spkd")
@@ -418,7 +421,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         (not ((cfg.apa or cfg.ada) and cfg.compress_teacher),
          "ADA and APA are for GAN training, not generator compression; drop --set ada / apa"),
         (cfg.g_ch >= 1 and cfg.d_ch >= 1, "g_ch and d_ch must be at least 1"),
-        (cfg.vision_aided in ("", *TEXT_TEACHERS),
+        (cfg.vision_aided in ("", *CLIP_TEACHERS),
          f"vision_aided must be clip, clip-tiny-random or clip-random (or empty), not {cfg.vision_aided!r}"),
         (not (cfg.vision_aided and cfg.compress_teacher),
          "the vision-aided D is for GAN training, not generator compression; drop --set vision_aided"),
@@ -444,8 +447,9 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         (cfg.eval_protocol != "custom" or cfg.eval_num_gen > 0,
          "eval_protocol custom needs eval_num_gen > 0"),
         (cfg.lecam_weight >= 0 and 0 <= cfg.lecam_decay < 1, "lecam_weight >= 0, lecam_decay in [0, 1)"),
-        (cfg.teacher in ("", "clip", "inception", "clip-tiny-random", "clip-random"),
-         f"teacher must be clip, inception, clip-tiny-random or clip-random, not {cfg.teacher!r}"),
+        (cfg.teacher in ("", "inception", *TEXT_TEACHERS),
+         f"teacher must be clip, inception, blip, clip-tiny-random, clip-random or blip-tiny-random, "
+         f"not {cfg.teacher!r}"),
         (set(kd_terms(cfg)) <= set(KD_TERMS), f"kd terms are {', '.join(KD_TERMS)}, not {cfg.kd!r}"),
         (min(cfg.fitnets_weight, cfg.ld_weight, cfg.pkd_weight, cfg.spkd_weight) >= 0
          and cfg.ld_temperature > 0, "fitnets/ld/pkd/spkd weights must be >= 0 and ld_temperature > 0"),
