@@ -53,14 +53,15 @@ def cli(verbose: bool) -> None:
 @click.option("--split", help="Split folder to read when the data has train/ and test/.")
 @click.option("--data-fraction", type=float, help="Train on this fraction of the data, in (0, 1].")
 @click.option("--teacher", help="KD-DLGAN teacher: clip | inception (image-only, offline) | classifier "
-              "(`kdgan teacher train`) | torchvision:MODEL | timm:MODEL (image-only) | clip-tiny-random "
-              "(tests only); docs/teachers.md. Default: none (plain GAN).")
+              "(`kdgan teacher train`) | torchvision:MODEL | timm:MODEL (image-only) | blip (pip install "
+              "'kdgan[blip]') | clip-tiny-random (tests only); docs/teachers.md. Default: none (plain GAN).")
 @click.option("--teacher-model", help="open_clip model name for --teacher clip (default ViT-B-32).")
 @click.option("--teacher-weights", help="clip: open_clip pretrained tag or local checkpoint file "
               "(default openai, or $KDGAN_CLIP_WEIGHTS); classifier: the `kdgan teacher train` folder; "
               "torchvision:/timm:: a state-dict file, or 'download'.")
 @click.option("--kd", help="Distillation terms: auto (default: agkd,cgkd with a CLIP teacher, agkd with "
-              "the image-only inception teacher), agkd,cgkd, agkd or cgkd.")
+              "the image-only inception teacher), agkd,cgkd, agkd or cgkd; baselines (docs/baselines.md): "
+              "plainkd, fitnets, ld, pkd, spkd.")
 @click.option("--prompts", help="CGKD prompts: a named list (cifar10, cifar100, obama, faces, ...) "
               "or a file, one per line. Default: 'a {class}' for the data's classes.")
 @click.option("--set", "sets", multiple=True, metavar="FIELD=VALUE",
@@ -400,6 +401,8 @@ def presets() -> None:
     width = max(len(n) for n in PRESETS)
     for name, p in PRESETS.items():
         fid = f"  [paper FID {p.paper_fid:.2f}]" if p.paper_fid is not None else ""
+        if p.paper_is is not None:
+            fid += f"  [paper IS {p.paper_is:.2f}]"
         click.echo(f"{name:<{width}}  {p.description}{fid}")
 
 
@@ -431,6 +434,26 @@ def data_prepare(src, out, resolution, split, fraction, seed, balanced, strict) 
     classes = f", {ds.num_classes} classes" if ds.num_classes else ""
     click.echo(f"wrote {out}: {len(ds)} images, {ds.resolution}x{ds.resolution}{classes}"
                + (f"; skipped {len(skipped)} unreadable file(s), listed above" if skipped else ""))
+
+
+@data.command("prepare-imagenet")
+@click.argument("root", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output .zip.")
+@click.option("--fraction", default=0.1, show_default=True, type=float,
+              help="Class-balanced fraction of the split, e.g. 0.1, 0.05, 0.025.")
+@click.option("--resolution", default=64, show_default=True, help="Side in px.")
+@click.option("--split", default="train", show_default=True, help="train, or val for the FID reference.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the subset draw.")
+@click.option("--synsets", help="'<wnid> <names>' list for readable class names (default: "
+              "LOC_synset_mapping.txt / synset_words.txt / words.txt beside ROOT).")
+def data_prepare_imagenet(root, out, fraction, resolution, split, seed, synsets) -> None:
+    """ImageNet ROOT (train/<wnid>/*.JPEG) -> a class-balanced subset at 64 px (centre square,
+    box downsample) as a zip of PNGs + dataset.json (docs/baselines.md)."""
+    from kdgan.data.imagenet import prepare_imagenet
+
+    ds = prepare_imagenet(root, out, fraction, resolution, split, seed, synsets)
+    classes = f", {ds.num_classes} classes" if ds.num_classes else ""
+    click.echo(f"wrote {out}: {len(ds)} images, {ds.resolution}x{ds.resolution}{classes}")
 
 
 @data.command("info")

@@ -45,12 +45,12 @@ class TrainConfig:
     lecam_warmup: str = "g-steps"  # g-steps: anchors copy the batch means, R_LC off (released) | d-updates
     lecam_rectified: bool = True  # relu form (released code); False = the paper's plain squares
     # --- KD-DLGAN (METHOD.md section 1) ---
-    # "" = no KD | clip | inception | classifier | torchvision:MODEL | timm:MODEL (docs/teachers.md)
-    # | clip-tiny-random / clip-random (tests, benchmarks)
+    # "" = no KD | clip | inception | classifier | torchvision:MODEL | timm:MODEL | blip (docs/teachers.md)
+    # | clip-tiny-random / clip-random / blip-tiny-random (tests, benchmarks)
     teacher: str = ""
     teacher_model: str = "ViT-B-32"  # open_clip model name (clip teacher)
     # clip: pretrained tag or file ("" = openai / $KDGAN_CLIP_WEIGHTS); classifier: the folder of
-    # `kdgan teacher train`; torchvision:/timm:: a state-dict file, or "download"
+    # `kdgan teacher train`; torchvision:/timm:: a state-dict file, or "download"; blip: hub id or folder
     teacher_weights: str = ""
     teacher_resolution: int = 0  # px, input side of a torchvision:/timm: teacher; 0 = the model's default
     kd: str = "auto"  # KD terms: auto (agkd,cgkd; agkd if the teacher is image-only) | agkd,cgkd | agkd
@@ -65,6 +65,12 @@ class TrainConfig:
     clip_on: str = "augmented"  # augmented (what D sees) | clean (un-augmented; real features cached)
     pd_mode: str = "off"  # off (released code) | generator (pairwise diversity in G's loss)
     pd_weight: float = 1.0  # w_pd when pd_mode = generator
+    # --- other distillation methods into D (KD-DLGAN Discussion 1; docs/baselines.md) ---
+    fitnets_weight: float = 100.0  # weight of the FitNets hint loss (kd term fitnets; RepDistiller's 100)
+    ld_weight: float = 1.0  # weight of label distillation (kd term ld: CLIP zero-shot labels -> D classifier)
+    ld_temperature: float = 4.0  # Hinton temperature T of label distillation (RepDistiller's 4)
+    pkd_weight: float = 30000.0  # weight of probabilistic KD (kd term pkd; RepDistiller's PKT weight)
+    spkd_weight: float = 3000.0  # weight of similarity-preserving KD (kd term spkd; RepDistiller's SP weight)
     prompts: str = ""  # named list, prompt file, or "" = "a {class}" for the data's classes
     teacher_compile: bool = False  # torch.compile the CLIP image tower (first steps pay the compile)
     kd_every: int = 1  # D steps between KD terms, weights x kd_every ("lazy", like lazy R1); 1 = paper
@@ -85,6 +91,19 @@ class TrainConfig:
     ada_p_cap: bool = False  # clamp ADA / APA p to at most 1; False = floored at 0 only (stylegan2-ada, APA)
     apa: bool = False  # adaptive pseudo augmentation: real images swapped for detached fakes with prob p
     apa_target: float = 0.6  # r_t target of APA's p
+    # --- InsGen (Yang et al., NeurIPS 2021; METHOD.md 2.7; docs/baselines.md) ---
+    insgen: bool = False  # instance discrimination on D's features with a momentum D and key queues
+    insgen_queue: int = 0  # keys per queue (real and fake); 0 = int(5% of the images), x2 with xflip
+    insgen_temperature: float = 0.2  # temperature of the contrastive logits
+    insgen_momentum: float = 0.999  # momentum of D_ema and of the heads' key projectors, per D step
+    insgen_real_weight: float = 1.0  # weight of real instance discrimination in D's loss
+    insgen_fake_weight: float = 1.0  # weight of fake instance discrimination in D's loss
+    insgen_g_weight: float = 0.1  # weight of fake instance discrimination in G's loss
+    insgen_noise: float = 0.15  # std of the latent perturbation that gives a fake image its positive view
+    # --- vision-aided GAN (Kumari et al., CVPR 2022; docs/baselines.md) ---
+    vision_aided: str = ""  # backbone of the vision-aided D: "" = off | clip | clip-tiny-random (tests)
+    vision_aided_warmup: int = 2000  # G steps before its loss turns on (released BigGAN-CIFAR --warmup)
+    vision_aided_policy: str = "color,translation,cutout"  # DiffAugment policy of the backbone's input
     # --- AKDG compression (METHOD.md section 3; `kdgan compress` sets these) ---
     compress_teacher: str = ""  # frozen teacher G (checkpoint, export folder, .safetensors); "" = off
     compress_method: str = "akdg"  # akdg | mse | mse+adv | vanilla (data only)
@@ -113,7 +132,7 @@ class TrainConfig:
     keep_ckpts: int = 3  # most recent checkpoints kept on disk (plus best, when evaluated)
     # --- evaluation during training (METHOD.md section 4) ---
     eval_every_steps: int = 0  # G steps between evaluations of G_ema; 0 = off
-    eval_protocol: str = "cifar"  # cifar | fewshot | full50k | custom (custom needs eval_num_gen)
+    eval_protocol: str = "cifar"  # cifar | fewshot | full50k | imagenet | custom (custom needs eval_num_gen)
     eval_num_gen: int = 0  # generated images per evaluation; 0 = the protocol's number
     eval_metric: str = "fid"  # fid | kid: lower is better; picks checkpoints/best.pt
     eval_ref: str = ""  # reference data; "" = the training source (`data`)
@@ -160,6 +179,7 @@ class Preset:
     description: str  # one line for `kdgan presets`
     overrides: dict[str, Any] = field(default_factory=dict)
     paper_fid: float | None = None  # FID reported in the paper for this row (METHOD.md section 5)
+    paper_is: float | None = None  # Inception Score reported in the paper, where it reports one
 
 
 # KD-DLGAN Table 1 / ablation rows (METHOD.md section 5): (variant, description, fields, FID by %).
@@ -177,6 +197,25 @@ _VARIANTS = [
     ("lecam-da", "LeCam + DiffAugment", _LECAM, {}),
     ("lecam-da-kd", "LeCam + DiffAugment + KD-DLGAN", {**_LECAM, **_KD},
      {"cifar10": {100: 8.19, 20: 11.45, 10: 13.22}, "cifar100": {100: 10.12, 20: 18.70, 10: 22.40}}),
+]
+
+# KD-DLGAN Discussion 1 (CIFAR 10%, DiffAugment base): other ways to distil the same CLIP teacher
+# into D (docs/baselines.md). Paper FIDs are reported for CIFAR-10 only.
+_KD_BASELINES = [  # (suffix, description, fields, paper FIDs)
+    ("kd", "DiffAugment + KD (CLIP): plain feature distillation (AGKD's L_KD, no swapped targets)",
+     {"teacher": "clip", "kd": "plainkd"}, {}),
+    ("fitnets", "DiffAugment + FitNets (CLIP feature hints into D's feature head)",
+     {"teacher": "clip", "kd": "fitnets"}, {"cifar10": {10: 22.03}}),
+    ("ld", "DiffAugment + label distillation (CLIP zero-shot class probabilities)",
+     {"teacher": "clip", "kd": "ld"}, {"cifar10": {10: 20.46}}),
+    ("pkd", "DiffAugment + probabilistic KD (PKT) from CLIP", {"teacher": "clip", "kd": "pkd"},
+     {"cifar10": {10: 21.34}}),
+    ("spkd", "DiffAugment + similarity-preserving KD from CLIP", {"teacher": "clip", "kd": "spkd"},
+     {"cifar10": {10: 19.11}}),
+    ("da-kd-blip", "DiffAugment + KD-DLGAN with a BLIP teacher (ITC features, blip-itm-base-coco)",
+     {"teacher": "blip", "kd": "agkd,cgkd"}, {"cifar10": {10: 15.74}}),
+    ("vision-aided", "DiffAugment + vision-aided D (frozen CLIP ViT-B/32 + MLP head, Kumari et al.)",
+     {"vision_aided": "clip"}, {"cifar10": {10: 16.24}}),
 ]
 
 
@@ -222,6 +261,7 @@ _SG2_DATASETS = {  # preset name -> (data name, kimg, title, index into METHOD.m
     "animalface-dog": ("animalface-dog", 500, "AnimalFace dog", 4),
 }
 _NO_DA = {"diffaugment": ""}
+_INSGEN = {**_NO_DA, "ada": "bgc", "insgen": True}
 # LeCam's released StyleGAN2 code: decay 0.99, no warm-up. Its weight for few-shot sets is not
 # released (METHOD neither): 0.01 keeps R_LC near the ns loss's scale.
 _LECAM_SG2 = {"lecam_weight": 0.01, "lecam_decay": 0.99, "lecam_start_steps": 0}
@@ -234,6 +274,9 @@ _SG2_VARIANTS = [  # (suffix, description, fields, paper FIDs per dataset or Non
     ("ada-kd", "ADA + KD-DLGAN", {**_NO_DA, "ada": "bgc", **_KD}, None),
     ("apa", "APA (target 0.6)", {**_NO_DA, "apa": True}, None),
     ("apa-kd", "APA + KD-DLGAN", {**_NO_DA, "apa": True, **_KD}, None),
+    # InsGen's released code is built on ADA (its contrastive views come from the ADA pipeline)
+    ("insgen", "InsGen (ADA bgc + instance discrimination)", _INSGEN, (45.85, 27.48, 12.13, 41.33, 55.12)),
+    ("insgen-kd", "InsGen + KD-DLGAN", {**_INSGEN, **_KD}, (38.28, 22.16, 9.51, 32.39, 50.13)),
 ]
 
 
@@ -245,6 +288,37 @@ def _stylegan2_fewshot(key: str, suffix: str, what: str, fields: dict[str, Any],
         description=f"StyleGAN2 256px, {what}, {title} ({kimg} kimg)",
         overrides={**_SG2_LOWSHOT, "data": data, "prompts": key, "steps": kimg * 1000 // 16, **fields},
         paper_fid=fids[index] if fids else None,
+    )
+
+
+# ImageNet 64 x 64 with 10%, 5%, 2.5% of the training set (docs/baselines.md): BigGAN at 64 px
+# (BigGAN-PyTorch's arch[64], ch 64, no attention) with the BigGAN paper's optimisation (Adam
+# G 1e-4, D 4e-4, betas (0, 0.999), 2 D steps, batch 256, EMA 0.9999 from step 20k); data: a
+# `kdgan data prepare-imagenet` zip of the subset; evaluation: protocol imagenet.
+_IMAGENET64: dict[str, Any] = {
+    "arch": "biggan", "resolution": 64, "g_ch": 64, "d_ch": 64, "z_dim": 128, "batch_size": 256,
+    "d_steps": 2, "g_lr": 1e-4, "d_lr": 4e-4, "betas": (0.0, 0.999), "adam_eps": 1e-6,
+    "ema_decay": 0.9999, "ema_start_steps": 20_000, "steps": 100_000, "eval_protocol": "imagenet",
+    "eval_every_steps": 10_000, "sample_every_steps": 2000, "ckpt_every_steps": 2000, "xflip": True,
+}
+_IMAGENET_VARIANTS = [  # (suffix, description, fields, {pct: (FID, IS)} from the paper)
+    ("da", "DiffAugment", {}, {10: (32.82, 12.76)}),
+    ("da-kd", "DiffAugment + KD-DLGAN", _KD, {10: (19.99, 14.25)}),
+    ("lecam-da", "LeCam + DiffAugment", _LECAM, {}),
+    ("lecam-da-kd", "LeCam + DiffAugment + KD-DLGAN", {**_LECAM, **_KD}, {}),
+    ("ada", "ADA (bgc, target 0.6)", {"diffaugment": "", "ada": "bgc"}, {}),
+    ("ada-kd", "ADA + KD-DLGAN", {"diffaugment": "", "ada": "bgc", **_KD}, {}),
+]
+
+
+def _imagenet64(pct: str, variant: str, what: str, fields: dict[str, Any],
+                scores: dict[float, tuple[float, float]]) -> Preset:
+    fid, inception_score = scores.get(float(pct), (None, None))
+    return Preset(
+        name=f"biggan-imagenet64-{pct}pct-{variant}",
+        description=f"BigGAN 64px, {what}, ImageNet {pct}% (class-balanced) data",
+        overrides={**_IMAGENET64, "data": f"imagenet64-{pct}pct.zip", **fields},
+        paper_fid=fid, paper_is=inception_score,
     )
 
 
@@ -290,7 +364,9 @@ PRESETS: dict[str, Preset] = {
         ),
         *(_biggan_cifar(ds, pct, *variant) for variant in _VARIANTS
           for ds in ("cifar10", "cifar100") for pct in (100, 20, 10)),
+        *(_biggan_cifar(ds, 10, *variant) for variant in _KD_BASELINES for ds in ("cifar10", "cifar100")),
         *(_stylegan2_fewshot(key, *variant) for key in _SG2_DATASETS for variant in _SG2_VARIANTS),
+        *(_imagenet64(pct, *variant) for variant in _IMAGENET_VARIANTS for pct in ("10", "5", "2.5")),
     ]
 }
 
@@ -306,10 +382,16 @@ COMPRESS_DEFAULTS: dict[str, Any] = {
 }
 
 
-TEACHERS = ("clip", "inception", "classifier", "clip-tiny-random", "clip-random")  # teachers by name
+TEACHERS = ("clip", "inception", "classifier", "clip-tiny-random", "clip-random", "blip",
+            "blip-tiny-random")  # teachers by name
 TEACHER_FAMILIES = ("torchvision", "timm")  # image-only teachers named FAMILY:MODEL
 # teachers with text (or class) embeddings, so CGKD; the classifier's are its class vectors
-TEXT_TEACHERS = ("clip", "classifier", "clip-tiny-random", "clip-random")
+TEXT_TEACHERS = ("clip", "classifier", "clip-tiny-random", "clip-random", "blip", "blip-tiny-random")
+CLIP_TEACHERS = ("clip", "clip-tiny-random", "clip-random")  # open_clip models (vision-aided backbones)
+# Distillation terms: KD-DLGAN's AGKD and CGKD; plainkd = AGKD's L_KD without the swapped targets
+# ("DA + KD (CLIP)"); fitnets, ld, pkd, spkd = the other methods of Discussion 1.
+KD_TERMS = ("agkd", "cgkd", "plainkd", "fitnets", "ld", "pkd", "spkd")
+TEXT_TERMS = ("cgkd", "ld")  # terms that need the teacher's text features of the prompts
 
 
 def is_teacher_name(name: str) -> bool:
@@ -395,6 +477,17 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         (not ((cfg.apa or cfg.ada) and cfg.compress_teacher),
          "ADA and APA are for GAN training, not generator compression; drop --set ada / apa"),
         (cfg.g_ch >= 1 and cfg.d_ch >= 1, "g_ch and d_ch must be at least 1"),
+        (cfg.vision_aided in ("", *CLIP_TEACHERS),
+         f"vision_aided must be clip, clip-tiny-random or clip-random (or empty), not {cfg.vision_aided!r}"),
+        (not (cfg.vision_aided and cfg.compress_teacher),
+         "the vision-aided D is for GAN training, not generator compression; drop --set vision_aided"),
+        (cfg.vision_aided_warmup >= 0, "vision_aided_warmup must be >= 0 (G steps)"),
+        (not (cfg.insgen and cfg.compress_teacher),
+         "InsGen is for GAN training, not generator compression; drop --set insgen"),
+        (cfg.insgen_queue >= 0 and cfg.insgen_temperature > 0 and 0 <= cfg.insgen_momentum < 1
+         and min(cfg.insgen_real_weight, cfg.insgen_fake_weight, cfg.insgen_g_weight, cfg.insgen_noise) >= 0,
+         "insgen_queue >= 0 (0 = 5% of the data), insgen_temperature > 0, insgen_momentum in [0, 1), "
+         "InsGen weights and insgen_noise >= 0"),
         (cfg.r1_gamma >= 0, "r1_gamma must be >= 0 (0 turns R1 off)"),
         (cfg.compress_method in COMPRESS_METHODS,
          f"compress_method must be one of {', '.join(COMPRESS_METHODS)}, not {cfg.compress_method!r}"),
@@ -420,7 +513,9 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         (cfg.data_draw in ("released", "generator"), "data_draw must be released or generator"),
         (cfg.ema_bn_mode in ("batch", "running", "standing") and cfg.ema_bn_batch >= 1,
          "ema_bn_mode must be batch, running or standing, and ema_bn_batch at least 1"),
-        (set(kd_terms(cfg)) <= {"agkd", "cgkd"}, f"kd terms are agkd and cgkd, not {cfg.kd!r}"),
+        (set(kd_terms(cfg)) <= set(KD_TERMS), f"kd terms are {', '.join(KD_TERMS)}, not {cfg.kd!r}"),
+        (min(cfg.fitnets_weight, cfg.ld_weight, cfg.pkd_weight, cfg.spkd_weight) >= 0
+         and cfg.ld_temperature > 0, "fitnets/ld/pkd/spkd weights must be >= 0 and ld_temperature > 0"),
         (cfg.agkd_distance in ("l2", "l1"), "agkd_distance must be l2 or l1"),
         (cfg.kd_every >= 1, "kd_every must be at least 1 (1 = KD on every D step)"),
         (0 <= cfg.agkd_p <= 1, "agkd_p must be in [0, 1]"),
@@ -430,9 +525,10 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         (cfg.clip_on in ("augmented", "clean"), "clip_on must be augmented or clean"),
         (cfg.pd_mode in ("off", "generator"), "pd_mode must be off or generator"),
         (not (cfg.teacher and cfg.teacher not in TEXT_TEACHERS
-              and ("cgkd" in kd_terms(cfg) or cfg.pd_mode != "off")),
-         f"CGKD and pairwise diversity need text features, and the {cfg.teacher} teacher is image-only; "
-         f"use --kd agkd (and pd_mode off) with --teacher {cfg.teacher}, or --teacher clip or classifier"),
+              and (set(TEXT_TERMS) & set(kd_terms(cfg)) or cfg.pd_mode != "off")),
+         f"CGKD, label distillation (ld) and pairwise diversity need text features, and the {cfg.teacher} "
+         f"teacher is image-only; use --kd agkd (and pd_mode off) with --teacher {cfg.teacher}, or "
+         "--teacher clip or classifier"),
     ]
     for ok, message in checks:
         if not ok:
@@ -441,6 +537,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     from kdgan.augment.ada import parse_ops
 
     parse_policy(cfg.diffaugment)
+    parse_policy(cfg.vision_aided_policy)
     parse_ops(cfg.ada)
     return cfg
 

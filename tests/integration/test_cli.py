@@ -175,6 +175,9 @@ def test_dry_run_and_presets(tmp_path):
     # StyleGAN2 with the collectives of ADA / APA (p moves identically on every rank) and path length
     ("stylegan2-tiny", ["--set", "resolution=32", "--set", "ada=bgc", "--set", "apa=true",
                         "--set", "ada_kimg=0.1", "--set", "pl_every=1"]),
+    # InsGen: keys gathered from both ranks into the queues, heads' gradients averaged
+    pytest.param("stylegan2-tiny", ["--set", "resolution=32", "--set", "ada=bgc", "--set", "insgen=true",
+                                    "--set", "diffaugment="], marks=pytest.mark.slow),
 ])
 def test_ddp_two_processes_gloo(tmp_path, image_folder, preset, extra):
     proc = subprocess.run(

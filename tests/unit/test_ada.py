@@ -214,7 +214,7 @@ def test_stylegan2_config_checks():
     with pytest.raises(KdganError, match="not a multiple of mbstd_group"):
         Trainer(sg2_config(batch_size=6), "unused", dataset=tiny_faces())
     rows = [n for n in PRESETS if n.startswith("stylegan2-") and n != "stylegan2-tiny"]
-    assert len(rows) == 5 * 8
+    assert len(rows) == 5 * 10  # 8 DA / LeCam / ADA / APA rows + InsGen, InsGen + KD-DLGAN
     obama = resolve("stylegan2-obama-da-kd", {})
     assert (obama.resolution, obama.batch_size, obama.steps, obama.mapping_layers) == (256, 16, 18750, 2)
     assert (obama.r1_gamma, obama.r1_every, obama.g_lr, obama.betas) == (10.0, 16, 0.002, (0.0, 0.99))

@@ -67,17 +67,22 @@ def prepare(
         "files": files,
         "labels": None if ds.labels is None else ds.labels.tolist(),
     }
+    write_prepared(ds, out, meta)
+    return ds, skipped
+
+
+def write_prepared(ds: ImageSet, out: Path, meta: dict[str, Any]) -> None:
+    """Write `ds` as `out` (zip of PNGs named by meta['files'] + dataset.json), atomically."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         pngs = pool.map(_png, ds.images, chunksize=64)
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
             zf.writestr(DATASET_JSON, json.dumps(meta))
-            for name, data in zip(files, pngs, strict=True):
+            for name, data in zip(meta["files"], pngs, strict=True):
                 zf.writestr(name, data)
     os.replace(tmp, out)
     ds.meta = {k: v for k, v in meta.items() if k not in ("files", "labels")}
-    return ds, skipped
 
 
 def describe(ds: ImageSet) -> dict[str, Any]:

@@ -43,6 +43,9 @@ PROTOCOLS = {
                  "few-shot: 5k generated vs all training images (fid5k-train), plus KID"),
         Protocol("full50k", 50_000, "train", ("fid",),
                  "50k generated vs all training images (fid50k_full)"),
+        Protocol("imagenet", 50_000, "val", ("fid", "is"),
+                 "ImageNet 64: 50k generated vs the 50k validation images prepared like the training "
+                 "set (kdgan data prepare-imagenet --split val --fraction 1); IS on the 50k, 10 splits"),
     ]
 }
 

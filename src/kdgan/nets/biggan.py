@@ -146,6 +146,10 @@ class BigGANDiscriminator(nn.Module):
             h = block(h)
         return F.relu(h).sum(dim=(2, 3))
 
+    def instance_features(self, images: torch.Tensor) -> torch.Tensor:
+        """InsGen's per-image features (B, feature_dim): the pooled h that the heads share."""
+        return self.features(images)
+
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None,
                 return_kd: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         h = self.features(images)

@@ -341,12 +341,21 @@ class StyleGAN2Discriminator(nn.Module):
         self.embed = EqualLinear(c_dim, self.cmap_dim) if c_dim > 0 else None
         self.kd_head = KDFeatureHead(c4, kd_dim) if kd_dim > 0 else None
 
-    def features(self, images: torch.Tensor) -> torch.Tensor:
-        """The epilogue FC's output (B, feature_dim)."""
+    def trunk(self, images: torch.Tensor) -> torch.Tensor:
+        """fromRGB and the residual blocks: the 4 x 4 maps (B, feature_dim, 4, 4) the epilogue takes."""
         x = self.fromrgb(images)
         for block in self.blocks:
             x = block(x)
-        x = self.conv(minibatch_stddev(x, self.mbstd_group))
+        return x
+
+    def instance_features(self, images: torch.Tensor) -> torch.Tensor:
+        """InsGen's per-image features (B, feature_dim): the trunk's 4 x 4 maps averaged over space
+        (before minibatch-stddev, as in genforce/insgen)."""
+        return self.trunk(images).mean(dim=(2, 3))
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """The epilogue FC's output (B, feature_dim)."""
+        x = self.conv(minibatch_stddev(self.trunk(images), self.mbstd_group))
         return self.fc(x.flatten(1))
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None,

@@ -68,6 +68,10 @@ def build_teacher(name: str, model: str = "ViT-B-32", weights: str = "", clip_in
         from kdgan.teachers.clip import tiny_random_clip
 
         teacher = tiny_random_clip(clip_input)
+    elif name in ("blip", "blip-tiny-random"):  # HuggingFace BLIP (optional extra kdgan[blip])
+        from kdgan.teachers.blip import load_blip, tiny_random_blip
+
+        teacher = load_blip(weights or None, clip_input) if name == "blip" else tiny_random_blip(clip_input)
     else:
         raise KdganError(f"unknown teacher {name!r}; choose from {', '.join(TEACHERS)}, "
                          "torchvision:MODEL or timm:MODEL")
@@ -80,12 +84,13 @@ def build_teacher(name: str, model: str = "ViT-B-32", weights: str = "", clip_in
         teacher = teacher.half()
     teacher = teacher.freeze()
     if use_compile:
-        if hasattr(teacher, "model"):
+        if hasattr(getattr(teacher, "model", None), "visual"):
             teacher.model.visual = torch.compile(teacher.model.visual, dynamic=False)
         elif not isinstance(getattr(teacher, "net", None), torch.jit.ScriptModule):
             teacher.net = torch.compile(teacher.net, dynamic=False)
         else:
-            log.warning("teacher_compile: the %s teacher is TorchScript; not compiled", teacher.name)
+            log.warning("teacher_compile: the %s teacher is not an open_clip model; not compiled",
+                        teacher.name)
     return teacher
 
 

@@ -22,9 +22,11 @@ from kdgan.augment.ada import AdaptiveP, ADAugment, Augment
 from kdgan.config import RESUMABLE_FIELDS, TrainConfig
 from kdgan.data import ImageSet, load_images, select_subset, to_model_range, to_uint8
 from kdgan.errors import KdganError, TrainingDiverged
+from kdgan.losses.insgen import InsGen, default_queue_size, lazy_ratio
 from kdgan.losses.regularizers import LeCam, PathLengthPenalty
 from kdgan.nets import build_discriminator, build_generator, save_generator
-from kdgan.nets.layers import recompute_standing_statistics
+from kdgan.nets.layers import init_normal_002, recompute_standing_statistics, sn_linear
+from kdgan.nets.vision_aided import VisionAidedD
 from kdgan.teachers import build_teacher
 from kdgan.teachers.prompts import resolve_prompts
 from kdgan.training.checkpoint import FORMAT, CheckpointManager
@@ -185,6 +187,13 @@ class Trainer:
         self.augment = Augment(DiffAugment(cfg.diffaugment),
                                ADAugment(cfg.ada, self.ada_p) if cfg.ada else None)
         self.objective = self._build_objective()
+        # Trainable modules outside D that D's loss trains (heads of LD, InsGen, vision-aided D),
+        # built under the same seed on every rank; groups without an lr take D's lr and betas.
+        aux_groups = self.objective.param_groups()
+        self.aux_params = [p for g in aux_groups for p in g["params"]]
+        self.opt_aux = None
+        if self.aux_params:
+            self.opt_aux = torch.optim.Adam(aux_groups, lr=cfg.d_lr, betas=cfg.betas, eps=cfg.adam_eps)
         self.autocast_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.precision]
         self.scalers = {k: torch.amp.GradScaler(self.device.type, enabled=cfg.precision == "fp16")
                         for k in ("G", "D")}
@@ -221,20 +230,55 @@ class Trainer:
             style_mixing=cfg.style_mixing, ada=self.ada_p, apa=self.apa_p,
             separate=cfg.lazy_reg == "separate")
         return GANObjective(cfg.loss, self.augment, cfg.z_dim, self.c_dim, lecam, cfg.lecam_weight,
-                            self._kd_settings(), reg=reg)
+                            self._kd_settings(), reg=reg, insgen=self._insgen(),
+                            vision_aided=self._vision_aided())
+
+    def _vision_aided(self) -> VisionAidedD | None:
+        """The vision-aided D: the teacher's CLIP (or one loaded for it) + a trainable head."""
+        cfg = self.cfg
+        if not cfg.vision_aided:
+            return None
+        backbone = self.teacher
+        if backbone is None or cfg.teacher != cfg.vision_aided:
+            backbone = build_teacher(cfg.vision_aided, cfg.teacher_model, cfg.teacher_weights, "official",
+                                     self.device)
+        log.info("vision-aided D on %s, on after %d G steps", backbone.name, cfg.vision_aided_warmup)
+        return VisionAidedD(backbone, self.c_dim, cfg.vision_aided_policy,
+                            "relu" if cfg.arch != "stylegan2" else "lrelu", cfg.vision_aided_warmup,
+                            cfg.d_steps).to(self.device)
+
+    def _insgen(self) -> InsGen | None:
+        """InsGen's momentum D and contrastive heads (queues of 5% of the data by default)."""
+        cfg = self.cfg
+        if not cfg.insgen:
+            return None
+        queue = cfg.insgen_queue or default_queue_size(len(self.dataset), cfg.xflip)
+        log.info("InsGen: queues of %d keys, temperature %g, momentum %g", queue, cfg.insgen_temperature,
+                 cfg.insgen_momentum)
+        d_ratio = lazy_ratio(cfg.r1_every) if cfg.r1_gamma > 0 else 1.0
+        g_ratio = lazy_ratio(cfg.pl_every) if cfg.pl_weight > 0 else 1.0
+        return InsGen(
+            self.D, queue, cfg.insgen_temperature, cfg.insgen_momentum, cfg.insgen_real_weight,
+            cfg.insgen_fake_weight, cfg.insgen_g_weight, cfg.insgen_noise,
+            d_opt=(cfg.d_lr * d_ratio, tuple(b**d_ratio for b in cfg.betas)),
+            g_opt=(cfg.g_lr * g_ratio, tuple(b**g_ratio for b in cfg.betas))).to(self.device)
 
     def _kd_settings(self) -> KDSettings | None:
         cfg = self.cfg
         terms = tuple(config_lib.kd_terms(cfg))
         if not terms:
             return None
-        text = None
-        if "cgkd" in terms or cfg.pd_mode == "generator":
+        text, ld_head = None, None
+        if set(terms) & set(config_lib.TEXT_TERMS) or cfg.pd_mode == "generator":
             # unlabelled data: a classifier teacher's own classes
             prompts = resolve_prompts(cfg.prompts, self.dataset.class_names or list(self.teacher.class_names))
             text = self.teacher.text_features(prompts).float()  # once, kept for the whole run
             shown = "; ".join(prompts[:4]) + (" ..." if len(prompts) > 4 else "")
             log.info("CGKD prompts (%d): %s", len(prompts), shown)
+        if "ld" in terms:  # label distillation: a linear classifier over the prompts on D^f's output
+            ld_head = sn_linear(self.teacher.dim, len(text))
+            init_normal_002(ld_head)
+            ld_head = ld_head.to(self.device)
         log.info("teacher %s (%d-d, input %s%s), KD terms %s%s", self.teacher.name, self.teacher.dim,
                  self.teacher.input_convention,
                  f", weights sha256 {self.teacher.weights_sha256}" if self.teacher.weights_sha256 else "",
@@ -246,7 +290,9 @@ class Trainer:
         return KDSettings(
             self.teacher, terms, text, cfg.agkd_weight, cfg.agkd_distance, cfg.agkd_p, cfg.cgkd_weight,
             cfg.cgkd_norm, cfg.cgkd_distance, cfg.cgkd_fake_only, cfg.clip_on, cfg.pd_mode, cfg.pd_weight,
-            self.clean_real_features if cfg.clip_on == "clean" else None, cfg.kd_every)
+            self.clean_real_features if cfg.clip_on == "clean" else None, cfg.kd_every,
+            fitnets_weight=cfg.fitnets_weight, ld_weight=cfg.ld_weight, ld_temperature=cfg.ld_temperature,
+            pkd_weight=cfg.pkd_weight, spkd_weight=cfg.spkd_weight, ld_head=ld_head)
 
     @torch.no_grad()
     def clean_real_features(self, indices: torch.Tensor) -> torch.Tensor:
@@ -301,20 +347,31 @@ class Trainer:
 
     def _optimize(self, name: str, terms: dict[str, torch.Tensor]) -> torch.Tensor:
         net, opt = (self.G, self.opt_G) if name == "G" else (self.D, self.opt_D)
+        aux = self.opt_aux if name == "D" else None  # auxiliary heads step with D
         scaler = self.scalers[name]
         total = torch.stack(list(terms.values())).sum()
         opt.zero_grad(set_to_none=True)
+        if aux is not None:
+            aux.zero_grad(set_to_none=True)
         scaler.scale(total).backward()
-        average_gradients(list(net.parameters()), self.info)
+        average_gradients(list(net.parameters()) + (self.aux_params if aux is not None else []), self.info)
         scaler.step(opt)
+        if aux is not None:
+            scaler.step(aux)
         scaler.update()
         return total.detach()
+
+    def _d_requires_grad(self, flag: bool) -> None:
+        """Weight gradients on or off for D and the auxiliary heads that train with it."""
+        self.D.requires_grad_(flag)
+        for p in self.aux_params:
+            p.requires_grad_(flag)
 
     def train_step(self) -> dict[str, torch.Tensor]:
         """One G step after `d_steps` D steps; returns detached loss terms and stats."""
         cfg = self.cfg
         logs: dict[str, torch.Tensor] = {}
-        self.D.requires_grad_(True)
+        self._d_requires_grad(True)
         for i in range(cfg.d_steps if self.opt_D is not None else 0):
             d_step = self.step * cfg.d_steps + i
             real, labels, idx = self.real_batch(d_step)
@@ -328,7 +385,7 @@ class Trainer:
                 self._optimize("D", reg_terms)
             for k, v in {**terms, **stats, **reg_terms, **reg_stats}.items():
                 logs[k] = logs.get(k, 0.0) + v.detach() / cfg.d_steps
-        self.D.requires_grad_(False)  # no D weight gradients in the G phase
+        self._d_requires_grad(False)  # no D weight gradients in the G phase
         with self._autocast():
             terms, stats = self.objective.g_terms(self.G_fast, self.D_fast, self.local_batch, self.device,
                                                   self.step, G_eager=self.G)
@@ -338,7 +395,7 @@ class Trainer:
                                                               self.step)
         if reg_terms:
             self._optimize("G", reg_terms)
-        self.D.requires_grad_(True)
+        self._d_requires_grad(True)
         logs.update({k: v.detach() for k, v in {**terms, **stats, **reg_terms, **reg_stats}.items()})
         self.step += 1
         update_ema(self.G_ema, self.G, ema_decay_at(self.step, cfg.ema_decay, cfg.ema_start_steps))
@@ -365,7 +422,8 @@ class Trainer:
             "dataset": {"content_sha256": self.data_hash, "num_images": len(self.dataset),
                         "class_names": self.dataset.class_names},
             "nets": {"G": net(self.G), "D": net(self.D), "G_ema": net(self.G_ema)},
-            "optim": {"G": self.opt_G.state_dict(), "D": self.opt_D.state_dict() if self.opt_D else {}},
+            "optim": {"G": self.opt_G.state_dict(), "D": self.opt_D.state_dict() if self.opt_D else {},
+                      "aux": self.opt_aux.state_dict() if self.opt_aux else {}},
             "scalers": {k: s.state_dict() for k, s in self.scalers.items()},
             "objective": self.objective.state_dict(),
             "rng": rng_states,
@@ -416,6 +474,8 @@ class Trainer:
         self.opt_G.load_state_dict(ckpt["optim"]["G"])
         if self.opt_D is not None:
             self.opt_D.load_state_dict(ckpt["optim"]["D"])
+        if self.opt_aux is not None:
+            self.opt_aux.load_state_dict(ckpt["optim"]["aux"])
         for k, s in self.scalers.items():
             if ckpt["scalers"][k]:
                 s.load_state_dict(ckpt["scalers"][k])

@@ -11,8 +11,17 @@ from torch import nn
 from kdgan.augment.ada import AdaptiveP
 from kdgan.losses.adversarial import ADVERSARIAL_LOSSES
 from kdgan.losses.akdg import mse_distillation
+from kdgan.losses.insgen import InsGen
+from kdgan.losses.kd_baselines import (
+    fitnets_loss,
+    label_distillation_loss,
+    pkd_loss,
+    spkd_loss,
+    zero_shot_logits,
+)
 from kdgan.losses.kd_dlgan import agkd_loss, cgkd_loss, pairwise_diversity
 from kdgan.losses.regularizers import LeCam, PathLengthPenalty, r1_penalty
+from kdgan.nets.vision_aided import VisionAidedD
 from kdgan.teachers.base import Teacher
 
 Terms = dict[str, torch.Tensor]
@@ -41,7 +50,7 @@ class KDSettings:
     """The KD-DLGAN terms (METHOD.md 1.3-1.4) and their options; see TrainConfig for each."""
 
     teacher: Teacher
-    terms: tuple[str, ...]  # subset of ("agkd", "cgkd")
+    terms: tuple[str, ...]  # subset of config.KD_TERMS
     text: torch.Tensor | None  # (K, M) teacher text features of the prompts, fp32
     agkd_weight: float = 10.0
     agkd_distance: str = "l2"
@@ -56,13 +65,22 @@ class KDSettings:
     # clip_on = clean: dataset indices (B,) -> cached teacher features of the clean real images
     clean_real_features: Callable[[torch.Tensor], torch.Tensor] | None = None
     every: int = 1  # KD on every `every`-th D step, its weights multiplied by `every`
+    # other distillation methods (losses/kd_baselines.py); ld_head: D^f (B, M) -> class logits (B, K)
+    fitnets_weight: float = 100.0
+    ld_weight: float = 1.0
+    ld_temperature: float = 4.0
+    pkd_weight: float = 30000.0
+    spkd_weight: float = 3000.0
+    ld_head: nn.Module | None = None
 
 
 class GANObjective:
     """The adversarial game with augmentation T applied to everything D sees (METHOD 1.5, 2.3).
 
     D phase:  L_D = loss_d(D(T(x)), D(T(G(z)))) [+ w_lc R_LC] [+ L_AGKD] [+ L_CGKD] [+ gamma/2 R1]
+                    [+ other KD terms (kd_baselines)] [+ InsGen real / fake instance discrimination]
     G phase:  L_G = loss_g(D(T(G(z))))          [+ w_pd L_PD  when pd_mode = generator] [+ w_pl PL]
+                    [+ InsGen's G term]
     Fake labels are drawn uniformly over the classes, as in BigGAN. R1 is taken with respect to
     the un-augmented real images (as StyleGAN2-ADA does); lazily every r1_every-th D step with
     weight x r1_every, and the path length every pl_every-th G step with weight x pl_every:
@@ -76,13 +94,16 @@ class GANObjective:
 
     def __init__(self, loss: str, augment: nn.Module, z_dim: int, c_dim: int,
                  lecam: LeCam | None = None, lecam_weight: float = 0.0, kd: KDSettings | None = None,
-                 r1_gamma: float = 0.0, reg: Regularization | None = None):
+                 r1_gamma: float = 0.0, reg: Regularization | None = None, insgen: InsGen | None = None,
+                 vision_aided: VisionAidedD | None = None):
         self.loss_d, self.loss_g = ADVERSARIAL_LOSSES[loss]
         self.loss_name = loss
         self.augment = augment
         self.z_dim, self.c_dim = z_dim, c_dim
         self.lecam, self.lecam_weight = lecam, lecam_weight
         self.kd = kd
+        self.insgen = insgen  # InsGen's momentum D, heads and queues (losses/insgen.py)
+        self.vision_aided = vision_aided  # frozen backbone + trained head (nets/vision_aided.py)
         self.reg = reg if reg is not None else Regularization(r1_gamma=r1_gamma)
         self.r1_gamma = self.reg.r1_gamma
         self.r1_separate = self.reg.separate and self.reg.r1_every > 1
@@ -90,8 +111,23 @@ class GANObjective:
         self.g_kwargs = {"mixing_prob": self.reg.style_mixing} if self.reg.style_mixing > 0 else {}
 
     def _stateful(self) -> dict[str, nn.Module]:
-        members = {"lecam": self.lecam, "ada": self.reg.ada, "apa": self.reg.apa, "pl": self.reg.pl}
+        members = {"lecam": self.lecam, "ada": self.reg.ada, "apa": self.reg.apa, "pl": self.reg.pl,
+                   **self.aux_modules()}
         return {k: m for k, m in members.items() if m is not None}
+
+    def aux_modules(self) -> dict[str, nn.Module]:
+        """Modules outside D that D's loss trains (label-distillation classifier, InsGen, vision-aided D)."""
+        members = {"ld_head": self.kd.ld_head if self.kd is not None else None, "insgen": self.insgen,
+                   "vision_aided": self.vision_aided}
+        return {k: m for k, m in members.items() if m is not None}
+
+    def param_groups(self) -> list[dict]:
+        """Adam parameter groups of the auxiliary modules, stepped with D (no lr: D's lr and betas)."""
+        groups = []
+        for m in self.aux_modules().values():
+            groups += m.param_groups() if hasattr(m, "param_groups") else [
+                {"params": [p for p in m.parameters() if p.requires_grad]}]
+        return groups
 
     def state_dict(self) -> dict:
         """Training state of the objective (LeCam anchors, ADA / APA p, path-length mean);
@@ -157,6 +193,11 @@ class GANObjective:
             terms["d/r1"] = reg.r1_every * reg.r1_gamma / 2 * r1_penalty(real_logits, real_images)
         if use_kd:
             terms.update(self._kd_terms(seen, clean, student.float(), b, real_indices, swapped))
+        if self.vision_aided is not None:
+            terms.update(self._vision_aided_d_terms(clean, labels, b, d_step))
+        if self.insgen is not None:
+            terms.update(self.insgen.d_terms(D, G, self.augment, real_images, fake_images, z[:b],
+                                             fake_labels, self.g_kwargs))
         for name, control in (("ada", reg.ada), ("apa", reg.apa)):
             if control is not None:
                 stats[f"stats/{name}_p"] = control.p.detach().clone()
@@ -193,6 +234,16 @@ class GANObjective:
         terms = {"g/pl": reg.pl_every * reg.pl_weight * reg.pl(G, z_pl, labels_pl, reg.style_mixing)}
         return terms, {"stats/pl_mean": reg.pl.mean.detach().clone()}
 
+    def _vision_aided_d_terms(self, clean: torch.Tensor, labels: torch.Tensor, b: int, d_step: int) -> Terms:
+        """The vision-aided D's loss on the un-augmented fake and real images (it augments them
+        itself); weight 0 during warm-up but still computed, so its Adam steps count as released."""
+        va = self.vision_aided
+        on = float(d_step // va.d_steps > va.warmup_steps)
+        fake_logits, real_logits = va(clean, labels, detach=True).split([b, b])
+        loss_real, loss_fake = self.loss_d(real_logits, fake_logits)
+        return {f"d/vision_aided_{self.loss_name}_real": on * loss_real,
+                f"d/vision_aided_{self.loss_name}_fake": on * loss_fake}
+
     def _kd_terms(self, seen: torch.Tensor, clean: torch.Tensor, student: torch.Tensor, b: int,
                   real_indices: torch.Tensor | None, swapped: torch.Tensor | None = None) -> Terms:
         kd = self.kd
@@ -216,6 +267,20 @@ class GANObjective:
             terms["d/cgkd"] = kd.every * kd.cgkd_weight * cgkd_loss(
                 target_real, target_fake, student_real, student_fake, kd.text, kd.cgkd_norm,
                 kd.cgkd_distance, kd.cgkd_fake_only)
+        if "plainkd" in kd.terms:  # "DA + KD (CLIP)": L_KD alone, never the swapped targets
+            terms["d/plainkd"] = kd.every * kd.agkd_weight * agkd_loss(
+                target_real, target_fake, student_real, student_fake, 0.0, kd.agkd_distance)
+        # Discussion 1's other methods, each on the real and on the fake half (as L_KD)
+        for name, weight, loss in (("fitnets", kd.fitnets_weight, fitnets_loss),
+                                   ("pkd", kd.pkd_weight, pkd_loss), ("spkd", kd.spkd_weight, spkd_loss)):
+            if name in kd.terms:
+                value = loss(student_real, target_real) + loss(student_fake, target_fake)
+                terms[f"d/{name}"] = kd.every * weight * value
+        if "ld" in kd.terms:
+            logits_fake, logits_real = kd.ld_head(student).float().split([b, b])
+            value = sum(label_distillation_loss(s, zero_shot_logits(t, kd.text), kd.ld_temperature)
+                        for s, t in ((logits_real, target_real), (logits_fake, target_fake)))
+            terms["d/ld"] = kd.every * kd.ld_weight * value
         return terms
 
     def g_terms(self, G: nn.Module, D: nn.Module, batch_size: int, device: torch.device,
@@ -224,8 +289,14 @@ class GANObjective:
         `G_eager` (default G) runs the path-length pass, which needs a second derivative that a
         compiled G does not give."""
         z, labels = self.sample_latents(batch_size, device)
-        seen = self.augment(G(z, labels, **self.g_kwargs))
+        fake_images = G(z, labels, **self.g_kwargs)
+        seen = self.augment(fake_images)
         terms = {f"g/{self.loss_name}": self.loss_g(D(seen, labels))}
+        if self.insgen is not None and self.insgen.g_weight > 0:
+            terms["g/insgen"] = self.insgen.g_term(D, self.augment, fake_images)
+        if self.vision_aided is not None and g_step > self.vision_aided.warmup_steps:
+            # gradients reach G through the frozen backbone
+            terms[f"g/vision_aided_{self.loss_name}"] = self.loss_g(self.vision_aided(fake_images, labels))
         if self.kd is not None and self.kd.pd_mode == "generator":
             # gradients flow through the frozen teacher into G (its weights stay untouched)
             features = self.kd.teacher.image_features(seen)
@@ -280,6 +351,9 @@ class DistillObjective:
 
     def state_dict(self) -> dict:
         return {}  # the teacher is never saved; its hash is (see Trainer.state_dict)
+
+    def param_groups(self) -> list[dict]:
+        return []  # no auxiliary trainable modules
 
     def load_state_dict(self, state: dict) -> None:
         pass
