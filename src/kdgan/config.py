@@ -74,6 +74,9 @@ class TrainConfig:
     prompts: str = ""  # named list, prompt file, or "" = "a {class}" for the data's classes
     teacher_compile: bool = False  # torch.compile the CLIP image tower (first steps pay the compile)
     kd_every: int = 1  # D steps between KD terms, weights x kd_every ("lazy", like lazy R1); 1 = paper
+    # D's feature head predicts the teacher's features: none = raw (released code, CLIP) | rms =
+    # divided by their RMS norm over the real images | standard = centred on the real mean, then so
+    kd_target_norm: str = "none"
     r1_gamma: float = 0.0  # R1 weight: gamma / 2 * E||grad_x D(x)||^2 on reals; 0 = off (AKDG, StyleGAN2: 10)
     r1_every: int = 1  # lazy R1: on every K-th D step with weight x K (StyleGAN2: 16); 1 = every step
     lazy_reg: str = "separate"  # lazy R1 / path length: separate (own optimiser step, stylegan2-ada) | fused
@@ -518,6 +521,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
          and cfg.ld_temperature > 0, "fitnets/ld/pkd/spkd weights must be >= 0 and ld_temperature > 0"),
         (cfg.agkd_distance in ("l2", "l1"), "agkd_distance must be l2 or l1"),
         (cfg.kd_every >= 1, "kd_every must be at least 1 (1 = KD on every D step)"),
+        (cfg.kd_target_norm in ("none", "rms", "standard"), "kd_target_norm must be none, rms or standard"),
         (0 <= cfg.agkd_p <= 1, "agkd_p must be in [0, 1]"),
         (cfg.cgkd_norm in ("row", "frobenius"), "cgkd_norm must be row or frobenius"),
         (cfg.cgkd_distance in ("sq_sum", "l1"), "cgkd_distance must be sq_sum or l1"),

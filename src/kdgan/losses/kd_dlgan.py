@@ -82,3 +82,43 @@ def pairwise_diversity(teacher_fake: torch.Tensor, text: torch.Tensor, norm: str
         return c.new_zeros(())
     sim = c @ c.t()
     return (sim.sum() - sim.diagonal().sum()) / (b * (b - 1))
+
+
+class TeacherFeatureNorm(torch.nn.Module):
+    """An affine map of the teacher's feature space that gives every teacher the same target scale.
+
+    KD-DLGAN's released code regresses raw CLIP features (norm about 10). Another teacher's
+    features can sit at another scale and offset (the TF Inception's pool3: non-negative, norm
+    about 22, mostly a common mean), and D's spectrally normalised feature head can only reach a
+    large target by scaling up the trunk that also feeds its logit. With a norm, D's head
+    predicts t' = (t - mu) / s instead of t, where over the real training images
+    - `rms`:      mu = 0 and s = sqrt(E ||t||^2): targets of unit RMS norm;
+    - `standard`: mu = E[t] and s = sqrt(E ||t - mu||^2): centred targets of unit RMS norm.
+    Both keep the geometry of the features (one global shift and scale). Text-based terms (CGKD,
+    label distillation) are computed in the teacher's own space, from `inverse(D^f)`. The
+    statistics are fitted once, on the teacher's features of (up to 1,000) clean real images,
+    and live in buffers, so they are checkpointed with the objective.
+    """
+
+    def __init__(self, kind: str, dim: int):
+        super().__init__()
+        if kind not in ("rms", "standard"):
+            raise ValueError(f"unknown teacher feature norm {kind!r}; use none, rms or standard")
+        self.kind = kind
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("scale", torch.ones(()))
+        self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
+
+    @torch.no_grad()
+    def fit(self, features: torch.Tensor) -> None:
+        f = features.float()
+        mean = f.mean(0) if self.kind == "standard" else torch.zeros_like(f[0])
+        self.mean.copy_(mean)
+        self.scale.copy_((f - mean).pow(2).sum(1).mean().sqrt().clamp_min(1e-8))
+        self.fitted.fill_(True)
+
+    def forward(self, teacher_features: torch.Tensor) -> torch.Tensor:
+        return (teacher_features.float() - self.mean) / self.scale
+
+    def inverse(self, normalized: torch.Tensor) -> torch.Tensor:
+        return normalized.float() * self.scale + self.mean

@@ -23,6 +23,7 @@ from kdgan.config import RESUMABLE_FIELDS, TrainConfig
 from kdgan.data import ImageSet, load_images, select_subset, to_model_range, to_uint8
 from kdgan.errors import KdganError, TrainingDiverged
 from kdgan.losses.insgen import InsGen, default_queue_size, lazy_ratio
+from kdgan.losses.kd_dlgan import TeacherFeatureNorm
 from kdgan.losses.regularizers import LeCam, PathLengthPenalty
 from kdgan.nets import build_discriminator, build_generator, save_generator
 from kdgan.nets.layers import init_normal_002, recompute_standing_statistics, sn_linear
@@ -292,7 +293,26 @@ class Trainer:
             cfg.cgkd_norm, cfg.cgkd_distance, cfg.cgkd_fake_only, cfg.clip_on, cfg.pd_mode, cfg.pd_weight,
             self.clean_real_features if cfg.clip_on == "clean" else None, cfg.kd_every,
             fitnets_weight=cfg.fitnets_weight, ld_weight=cfg.ld_weight, ld_temperature=cfg.ld_temperature,
-            pkd_weight=cfg.pkd_weight, spkd_weight=cfg.spkd_weight, ld_head=ld_head)
+            pkd_weight=cfg.pkd_weight, spkd_weight=cfg.spkd_weight, ld_head=ld_head,
+            norm=(TeacherFeatureNorm(cfg.kd_target_norm, self.teacher.dim).to(self.device)
+                  if cfg.kd_target_norm != "none" else None),
+            norm_source=self.norm_fit_features)
+
+    @torch.no_grad()
+    def norm_fit_features(self, max_images: int = 1000) -> torch.Tensor:
+        """Teacher features of up to `max_images` clean real images (a fixed draw by data_seed),
+        to fit kd_target_norm on; with clip_on = clean they also fill the feature cache."""
+        n = len(self.dataset)
+        g = torch.Generator().manual_seed(self.cfg.data_seed)
+        idx = torch.randperm(n, generator=g)[:max_images]
+        feats = []
+        for chunk in idx.split(64):
+            if self.cfg.clip_on == "clean":
+                feats.append(self.clean_real_features(chunk))
+            else:
+                images = to_model_range(self.images[chunk.to(self.images.device)].to(self.device))
+                feats.append(self.teacher.image_features(images).float())
+        return torch.cat(feats)
 
     @torch.no_grad()
     def clean_real_features(self, indices: torch.Tensor) -> torch.Tensor:

@@ -19,7 +19,7 @@ from kdgan.losses.kd_baselines import (
     spkd_loss,
     zero_shot_logits,
 )
-from kdgan.losses.kd_dlgan import agkd_loss, cgkd_loss, pairwise_diversity
+from kdgan.losses.kd_dlgan import TeacherFeatureNorm, agkd_loss, cgkd_loss, pairwise_diversity
 from kdgan.losses.regularizers import LeCam, PathLengthPenalty, r1_penalty
 from kdgan.nets.vision_aided import VisionAidedD
 from kdgan.teachers.base import Teacher
@@ -72,6 +72,10 @@ class KDSettings:
     pkd_weight: float = 30000.0
     spkd_weight: float = 3000.0
     ld_head: nn.Module | None = None
+    # kd_target_norm: D's head predicts norm(teacher features); `norm_source()` gives teacher
+    # features of clean real images to fit it on (once, at the first KD step)
+    norm: TeacherFeatureNorm | None = None
+    norm_source: Callable[[], torch.Tensor] | None = None
 
 
 class GANObjective:
@@ -112,7 +116,7 @@ class GANObjective:
 
     def _stateful(self) -> dict[str, nn.Module]:
         members = {"lecam": self.lecam, "ada": self.reg.ada, "apa": self.reg.apa, "pl": self.reg.pl,
-                   **self.aux_modules()}
+                   "kd_norm": self.kd.norm if self.kd is not None else None, **self.aux_modules()}
         return {k: m for k, m in members.items() if m is not None}
 
     def aux_modules(self) -> dict[str, nn.Module]:
@@ -256,7 +260,16 @@ class GANObjective:
                 if swapped is not None and bool(swapped.any()):  # APA: not the cached dataset image
                     target_real = target_real.clone()
                     target_real[swapped] = kd.teacher.image_features(clean[b:][swapped]).to(target_real.dtype)
+        # Text-based terms compare in the teacher's own space: raw targets, D^f mapped back.
+        text_fake, text_real = target_fake, target_real
+        student_in_teacher_space = student
+        if kd.norm is not None:
+            if not bool(kd.norm.fitted):
+                kd.norm.fit(kd.norm_source())
+            target_fake, target_real = kd.norm(target_fake), kd.norm(target_real)
+            student_in_teacher_space = kd.norm.inverse(student)
         student_fake, student_real = student.split([b, b])
+        text_student_fake, text_student_real = student_in_teacher_space.split([b, b])
         terms: Terms = {}
         if "agkd" in kd.terms:
             q = torch.rand((), device=student.device)  # one draw per D step, no host sync
@@ -265,7 +278,7 @@ class GANObjective:
                                                          student_fake, aggregate, kd.agkd_distance)
         if "cgkd" in kd.terms:
             terms["d/cgkd"] = kd.every * kd.cgkd_weight * cgkd_loss(
-                target_real, target_fake, student_real, student_fake, kd.text, kd.cgkd_norm,
+                text_real, text_fake, text_student_real, text_student_fake, kd.text, kd.cgkd_norm,
                 kd.cgkd_distance, kd.cgkd_fake_only)
         if "plainkd" in kd.terms:  # "DA + KD (CLIP)": L_KD alone, never the swapped targets
             terms["d/plainkd"] = kd.every * kd.agkd_weight * agkd_loss(
@@ -277,9 +290,9 @@ class GANObjective:
                 value = loss(student_real, target_real) + loss(student_fake, target_fake)
                 terms[f"d/{name}"] = kd.every * weight * value
         if "ld" in kd.terms:
-            logits_fake, logits_real = kd.ld_head(student).float().split([b, b])
+            logits_fake, logits_real = kd.ld_head(student_in_teacher_space).float().split([b, b])
             value = sum(label_distillation_loss(s, zero_shot_logits(t, kd.text), kd.ld_temperature)
-                        for s, t in ((logits_real, target_real), (logits_fake, target_fake)))
+                        for s, t in ((logits_real, text_real), (logits_fake, text_fake)))
             terms["d/ld"] = kd.every * kd.ld_weight * value
         return terms
 
