@@ -52,7 +52,7 @@ class TrainConfig:
     # clip: pretrained tag or file ("" = openai / $KDGAN_CLIP_WEIGHTS); classifier: the folder of
     # `kdgan teacher train`; torchvision:/timm:: a state-dict file, or "download"; blip: hub id or folder
     teacher_weights: str = ""
-    teacher_resolution: int = 0  # px, input side of a torchvision:/timm: teacher; 0 = the model's default
+    teacher_resolution: int = 0  # px, input side of a torchvision:/timm:/inception teacher; 0 = its own
     kd: str = "auto"  # KD terms: auto (agkd,cgkd; agkd if the teacher is image-only) | agkd,cgkd | agkd
     agkd_weight: float = 10.0  # w_agkd
     agkd_distance: str = "l2"  # l2 (per-sample norm, released code) | l1 (elementwise mean, paper)
@@ -508,8 +508,10 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         (cfg.lecam_weight >= 0 and 0 <= cfg.lecam_decay < 1, "lecam_weight >= 0, lecam_decay in [0, 1)"),
         (cfg.teacher == "" or is_teacher_name(cfg.teacher),
          f"teacher must be {', '.join(TEACHERS)}, torchvision:MODEL or timm:MODEL, not {cfg.teacher!r}"),
-        (cfg.teacher_resolution == 0 or (cfg.teacher_resolution > 0 and ":" in cfg.teacher),
-         "teacher_resolution is the input size of a torchvision:/timm: teacher (0 = its default)"),
+        (cfg.teacher_resolution == 0 or (cfg.teacher_resolution > 0
+                                         and (":" in cfg.teacher or cfg.teacher == "inception")),
+         "teacher_resolution is the input size of a torchvision:/timm: or inception teacher "
+         "(0 = its default)"),
         (cfg.lecam_start_steps >= 0 and cfg.lecam_warmup in ("g-steps", "d-updates"),
          "lecam_start_steps must be >= 0 and lecam_warmup g-steps or d-updates"),
         (cfg.lazy_reg in ("separate", "fused"), "lazy_reg must be separate or fused"),

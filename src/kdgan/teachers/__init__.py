@@ -58,7 +58,7 @@ def build_teacher(name: str, model: str = "ViT-B-32", weights: str = "", clip_in
         from kdgan.metrics.inception import torchscript_path
         from kdgan.teachers.inception import InceptionTeacher
 
-        teacher = InceptionTeacher()
+        teacher = InceptionTeacher(resolution)
         weights_file = str(torchscript_path())
     elif name == "clip-random":
         from kdgan.teachers.clip import random_clip
