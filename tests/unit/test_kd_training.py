@@ -149,6 +149,22 @@ def test_inception_teacher_no_grad_fast_path_equals_the_differentiable_graph():
     assert x.grad is not None and all(p.grad is None for p in teacher.parameters())
 
 
+def test_inception_teacher_at_299_is_pool3_and_takes_smaller_inputs():
+    from torch_fidelity.interpolate_compat_tensorflow import interpolate_bilinear_2d_like_tensorflow1x
+
+    teacher = build_teacher("inception")
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    y = interpolate_bilinear_2d_like_tensorflow1x((x + 1) * 127.5, size=(299, 299), align_corners=False)
+    with torch.no_grad():
+        pool3 = teacher.net((y - 128) / 128)  # the whole TorchScript graph, its own 8x8 pool
+        torch.testing.assert_close(teacher.image_features(x), pool3, rtol=1e-4, atol=1e-4)
+        small = build_teacher("inception", resolution=107)
+        assert small.image_features(x).shape == (2, 2048) and "107" in small.input_convention
+    with pytest.raises(KdganError, match="75 to 299 px"):
+        build_teacher("inception", resolution=64)
+    assert resolve(None, {"teacher": "inception", "teacher_resolution": 139}).teacher_resolution == 139
+
+
 def test_lazy_kd_every_k_d_steps_with_k_times_the_weight(tmp_path):
     def terms_at(every: int, d_step: int):
         t = kd_trainer(tmp_path / f"{every}-{d_step}", kd_every=every)
