@@ -192,17 +192,21 @@ def compress(teacher, student, width, method, data, outdir, steps, batch_size, d
               help="A checkpoint (.pt), an export folder, or G_ema.safetensors.")
 @click.option("--num", required=True, type=click.IntRange(min=1), help="How many images.")
 @click.option("--outdir", required=True, type=click.Path(file_okay=False), help="Where to write.")
-@click.option("--seed", default=0, show_default=True, help="Seed of z (same seed, same images).")
+@click.option("--seed", default=0, show_default=True,
+              help="Seed of z: the same seed and --batch-size give bit-identical images on the same machine "
+              "and software; another batch size gives the same images within 1/255 per pixel.")
 @click.option("--class", "class_index", type=int, help="Only this class (conditional G); "
               "default: classes in turn.")
-@click.option("--batch-size", default=64, show_default=True, help="Images per forward pass.")
+@click.option("--batch-size", default=64, show_default=True,
+              help="Images per forward pass (float kernels may differ by batch shape: see --seed).")
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N.")
 @click.option("--npz", is_flag=True, help="Also write images.npz: arr_0 uint8 (N, H, W, 3) "
               "(OpenAI evaluator convention) and labels.")
 @click.option("--truncation", default=1.0, show_default=True, type=float,
               help="StyleGAN2: truncation psi (w pulled towards w_avg; 1 = none).")
 @click.option("--noise-mode", default="const", show_default=True, type=click.Choice(["const", "random"]),
-              help="StyleGAN2: per-layer noise fixed at its stored values, or drawn (from --seed).")
+              help="StyleGAN2: per-layer noise fixed at its stored values, or drawn (from --seed, batch by "
+              "batch: then the images also depend on --batch-size).")
 def generate(ckpt, num, outdir, seed, class_index, batch_size, device, npz, truncation, noise_mode) -> None:
     """Write PNGs (and optionally an npz) from the EMA generator of a run."""
     from kdgan.generate import generate_images

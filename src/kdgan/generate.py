@@ -20,9 +20,15 @@ from kdgan.utils.dist import resolve_device
 def generate_images(ckpt: str | os.PathLike, num: int, outdir: str | os.PathLike, seed: int = 0,
                     class_index: int | None = None, batch_size: int = 64, device: str = "auto",
                     npz: bool = False, truncation: float = 1.0, noise_mode: str = "const") -> dict[str, str]:
-    """Write `num` PNGs (000000.png, ...) from the EMA generator; the same seed gives the same
-    images whatever the batch size (StyleGAN2: with noise_mode const). Classes are taken in
-    turn unless `class_index` is given. `truncation` and `noise_mode` apply to StyleGAN2."""
+    """Write `num` PNGs (000000.png, ...) from the EMA generator. Classes are taken in turn
+    unless `class_index` is given. `truncation` and `noise_mode` apply to StyleGAN2.
+
+    The promise: the same seed and batch size give bit-identical images on the same machine
+    and software. z is drawn for all `num` images before batching, so another batch size
+    gives the same images up to float rounding: every pixel within 1 (of 255), as the float
+    kernels a library picks may depend on the batch shape. With noise_mode random (StyleGAN2)
+    the noise is drawn batch by batch, so it changes with the batch size.
+    """
     dev = resolve_device(device)
     G = load_generator(ckpt, dev)
     extra: dict = {}

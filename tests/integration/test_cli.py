@@ -106,12 +106,13 @@ def test_stylegan2_da_kd_ada_lecam_kill9_resume_generate_evaluate(tmp_path, imag
     assert a["objective"]["ada"]["p"].item() != 0.5  # p moved (3 updates of +-0.1)
     assert a["nets"]["D"]["config"]["kd_dim"] == 32 and a["nets"]["G"]["config"]["c_dim"] == 2
 
-    kdgan("generate", "--ckpt", run_b / "export", "--num", "6", "--outdir", tmp_path / "gen", "--npz",
-          "--device", "cpu", "--truncation", "0.7")
-    kdgan("generate", "--ckpt", run_b / "export", "--num", "6", "--outdir", tmp_path / "gen2", "--npz",
-          "--device", "cpu", "--truncation", "0.7", "--batch-size", "4")
-    first, again = (np.load(tmp_path / d / "images.npz")["arr_0"] for d in ("gen", "gen2"))
-    assert first.shape == (6, 64, 64, 3) and np.array_equal(first, again)  # batch size does not matter
+    for folder, batch in (("gen", "6"), ("gen-again", "6"), ("gen2", "4")):
+        kdgan("generate", "--ckpt", run_b / "export", "--num", "6", "--outdir", tmp_path / folder, "--npz",
+              "--device", "cpu", "--truncation", "0.7", "--batch-size", batch)
+    first, same, other = (np.load(tmp_path / d / "images.npz")["arr_0"] for d in ("gen", "gen-again", "gen2"))
+    # the promise of `kdgan generate --help`: bit-identical at the same batch size, within 1/255 at another
+    assert first.shape == (6, 64, 64, 3) and np.array_equal(first, same)
+    assert np.abs(first.astype(int) - other.astype(int)).max() <= 1
     out = kdgan("evaluate", "--ckpt", run_b / "export", "--data", image_folder, "--protocol", "custom",
                 "--num-gen", "8", "--metrics", "fid,kid", "--inception", "tf-torchscript", env=env)
     assert "| fid |" in out.stdout and "| kid x 1e3 |" in out.stdout
