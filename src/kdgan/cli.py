@@ -93,12 +93,18 @@ def _parse_sets(sets: tuple[str, ...]) -> dict[str, str]:
 
 def _run_training(cfg, outdir: str) -> dict | None:
     """Train (or resume) a run and print where everything is; None on non-main ranks."""
+    import contextlib
+    import os
+
+    from kdgan.training.lock import run_lock
     from kdgan.training.loop import Trainer
     from kdgan.utils.dist import shutdown_distributed
 
-    try:
-        trainer = Trainer(cfg, outdir)
-        summary = trainer.run()
+    main_rank = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 holds the lock
+    try:  # lock first: a second training in the same folder refuses before loading anything
+        with run_lock(outdir) if main_rank else contextlib.nullcontext():
+            trainer = Trainer(cfg, outdir)
+            summary = trainer.run()
     finally:
         shutdown_distributed()
     if not trainer.info.is_main:

@@ -336,3 +336,28 @@ def test_compress_train_resume_and_report(tmp_path, image_folder):
     bad = kdgan("compress", "--teacher", teacher, "--data", unlabeled, "--outdir", tmp_path / "b",
                 "--device", "cpu", "--batch-size", "4", check=False)
     assert bad.returncode == 2 and "conditional on 2 classes but the data has no labels" in bad.stderr
+
+
+def test_second_training_in_the_same_folder_is_refused_and_kill9_frees_the_folder(tmp_path, image_folder):
+    train = ["train", "--data", image_folder, "--preset", "tiny", "--steps", "100000", "--device", "cpu",
+             "--set", "ckpt_every_steps=100000", "--set", "sample_every_steps=100000",
+             "--outdir", tmp_path / "run"]
+    first = subprocess.Popen([*KDGAN, *map(str, train)], env=ENV, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    log = tmp_path / "run" / "log.jsonl"
+    deadline = time.time() + 300
+    try:
+        while not (log.exists() and log.read_text().count("\n") >= 2):  # training steps
+            assert first.poll() is None and time.time() < deadline
+            time.sleep(0.05)
+        second = kdgan(*train, check=False)
+        assert second.returncode == 2 and "Traceback" not in second.stderr
+        errors = [ln for ln in second.stderr.splitlines() if ln.startswith("error:")]
+        assert len(errors) == 1 and f"in use by another kdgan training (pid {first.pid} on " in errors[0]
+        assert "training tiny" not in second.stderr and "training biggan" not in second.stderr
+        assert first.poll() is None  # the first run is untouched
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.communicate()
+    again = kdgan(*train[:-1], tmp_path / "run", "--steps", "3")  # kill -9 leaves no stale lock
+    assert "done: step 3 of 3" in again.stdout

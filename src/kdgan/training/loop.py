@@ -28,6 +28,7 @@ from kdgan.teachers import build_teacher
 from kdgan.teachers.prompts import resolve_prompts
 from kdgan.training.checkpoint import FORMAT, CheckpointManager
 from kdgan.training.ema import ema_decay_at, update_ema
+from kdgan.training.lock import run_lock
 from kdgan.training.monitor import RunMonitor, save_image_grid
 from kdgan.training.objectives import (
     Discriminators,
@@ -424,7 +425,12 @@ class Trainer:
         return stop
 
     def run(self) -> dict[str, Any]:
-        """Train to `cfg.steps` (resuming from the run folder), export, and return a summary."""
+        """Train to `cfg.steps` (resuming from the run folder), export, and return a summary.
+        The main process holds the run folder's lock throughout: a second training refuses."""
+        with run_lock(self.run_dir) if self.info.is_main else contextlib.nullcontext():
+            return self._run()
+
+    def _run(self) -> dict[str, Any]:
         cfg, main = self.cfg, self.info.is_main
         ckpt = self.ckpts.load_latest()
         resumed_from = None
