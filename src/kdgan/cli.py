@@ -115,10 +115,22 @@ def _run_training(cfg, outdir: str) -> dict | None:
         sys.exit(130)
     minutes, seconds = divmod(int(summary["seconds"]), 60)
     samples = sorted(Path(summary["samples"]).glob("fakes-*.png"))
-    resumed = summary["resumed_from"]
+    resumed, step = summary["resumed_from"], summary["step"]
+    if resumed is not None and summary["steps_run"] == 0:  # nothing left to train
+        where = "past" if step > cfg.steps else "at"
+        headline = (
+            f"\nnothing to train: {outdir} already holds step {step}, {where} --steps {cfg.steps}.\n"
+            f"  to train longer, re-run with --steps N larger than {step};\n"
+            f"  to start a new run of {cfg.steps} steps, use a new --outdir.\n"
+            f"Its outputs (step {step}):\n"
+        )
+    else:
+        headline = (
+            f"\ndone: step {step} of {cfg.steps} ({summary['steps_run']} steps in "
+            f"{minutes}m{seconds:02d}s{'' if resumed is None else f', resumed from step {resumed}'})\n"
+        )
     click.echo(
-        f"\ndone: step {summary['step']} of {cfg.steps} ({summary['steps_run']} steps in "
-        f"{minutes}m{seconds:02d}s{'' if resumed is None else f', resumed from step {resumed}'})\n"
+        headline +
         f"  samples:    {samples[-1] if samples else summary['samples']}\n"
         f"  checkpoint: {summary['checkpoint']}\n"
         f"  generator:  {summary['export']}\n"

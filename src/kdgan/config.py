@@ -98,6 +98,7 @@ class TrainConfig:
     log_every_steps: int = 50  # G steps between log lines (JSONL, TensorBoard, progress bar)
     sample_every_steps: int = 1000  # G steps between fixed-z sample grids
     ckpt_every_steps: int = 2000  # G steps between checkpoints
+    ckpt_every_minutes: float = 30.0  # wall-clock minutes between checkpoints (as well as by steps); 0 = off
     keep_ckpts: int = 3  # most recent checkpoints kept on disk (plus best, when evaluated)
     # --- evaluation during training (METHOD.md section 4) ---
     eval_every_steps: int = 0  # G steps between evaluations of G_ema; 0 = off
@@ -111,6 +112,7 @@ class TrainConfig:
 # Fields that may differ when a run is resumed: they do not change what is computed per step.
 RESUMABLE_FIELDS = frozenset(
     {"steps", "device", "log_every_steps", "sample_every_steps", "ckpt_every_steps", "keep_ckpts",
+     "ckpt_every_minutes",
      "eval_every_steps", "eval_protocol", "eval_num_gen", "eval_metric", "eval_ref", "inception",
      "teacher_compile", "compress_teacher"}
 )
@@ -350,6 +352,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         (min(cfg.log_every_steps, cfg.sample_every_steps, cfg.ckpt_every_steps) >= 1,
          "log/sample/ckpt intervals must be at least 1 step"),
         (cfg.keep_ckpts >= 1, "keep_ckpts must be at least 1"),
+        (cfg.ckpt_every_minutes >= 0, "ckpt_every_minutes must be >= 0 (0 turns time-based checkpoints off)"),
         (cfg.eval_every_steps >= 0, "eval_every_steps must be >= 0 (0 turns evaluation off)"),
         (cfg.eval_metric in ("fid", "kid"), "eval_metric must be fid or kid"),
         (cfg.eval_protocol != "custom" or cfg.eval_num_gen > 0,

@@ -127,6 +127,10 @@ def test_resume_after_a_shorter_run_equals_uninterrupted(tmp_path, image_folder)
     assert "resumed from step 3" in out.stdout
     final = "checkpoints/ckpt-000000006.pt"
     assert same_weights(tmp_path / "a" / final, tmp_path / "b" / final)
+    fewer = kdgan(*common, "--steps", "4", "--outdir", tmp_path / "b")  # fewer steps than the run has done
+    assert "done: step" not in fewer.stdout
+    assert f"nothing to train: {tmp_path / 'b'} already holds step 6, past --steps 4." in fewer.stdout
+    assert "re-run with --steps N larger than 6" in fewer.stdout and "use a new --outdir" in fewer.stdout
 
 
 @pytest.mark.parametrize("args,message", [

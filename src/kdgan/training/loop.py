@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 
 # Real data below this size is kept on the GPU, so batches are gathered there.
 _GPU_DATA_BYTES = 2 << 30
+_clock = time.monotonic  # wall clock of the time-based checkpoints (tests replace it)
 
 
 def load_training_set(cfg: TrainConfig) -> ImageSet:
@@ -424,6 +425,19 @@ class Trainer:
             stop = bool(flag.item() > 0)
         return stop
 
+    def _checkpoint_overdue(self, since: float, at_log: bool) -> bool:
+        """True when `ckpt_every_minutes` have passed since `since` (the last checkpoint or the
+        start). Under torchrun rank 0's clock decides, at log steps (one broadcast)."""
+        minutes = self.cfg.ckpt_every_minutes
+        if minutes <= 0 or (self.info.world_size > 1 and not at_log):
+            return False
+        due = _clock() - since >= minutes * 60
+        if self.info.world_size > 1:
+            flag = torch.tensor([float(due)], device=self.device)
+            dist.broadcast(flag, src=0)
+            due = bool(flag.item() > 0)
+        return due
+
     def run(self) -> dict[str, Any]:
         """Train to `cfg.steps` (resuming from the run folder), export, and return a summary.
         The main process holds the run folder's lock throughout: a second training refuses."""
@@ -457,6 +471,7 @@ class Trainer:
         count = 0
         bad = torch.zeros((), dtype=torch.int64, device=self.device)
         t0, start_step = time.perf_counter(), self.step
+        last_ckpt_time = _clock()
         stopped = False
         try:
             while self.step < cfg.steps:
@@ -479,7 +494,8 @@ class Trainer:
                     self.save_samples(path)
                     monitor.add_image("samples", path, self.step)
                 at_eval = cfg.eval_every_steps > 0 and (self.step % cfg.eval_every_steps == 0 or last)
-                at_ckpt = self.step % cfg.ckpt_every_steps == 0 or last or stop
+                at_ckpt = (self.step % cfg.ckpt_every_steps == 0 or last or stop
+                           or self._checkpoint_overdue(last_ckpt_time, at_log))
                 if at_eval or at_ckpt:
                     self._check_finite(logs, bad)
                     state = self.state_dict()  # collective under torchrun: every rank calls it
@@ -493,6 +509,8 @@ class Trainer:
                     monitor.reset_clock()
                 if at_ckpt and main:
                     self.ckpts.save(state, self.step)
+                if at_ckpt:
+                    last_ckpt_time = _clock()
                 if stop:
                     stopped = True
                     break
