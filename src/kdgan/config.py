@@ -44,7 +44,7 @@ class TrainConfig:
     lecam_rectified: bool = True  # relu form (released code); False = the paper's plain squares
     # --- KD-DLGAN (METHOD.md section 1) ---
     teacher: str = ""  # "" = no KD | clip | inception | clip-tiny-random / clip-random (tests, benchmarks)
-    teacher_model: str = "ViT-B-32"  # open_clip model name (clip teacher)
+    teacher_model: str = ""  # open_clip model of the clip / clip-random teachers ("" = ViT-B-32); others: ""
     teacher_weights: str = ""  # open_clip pretrained tag or local file; "" = openai / $KDGAN_CLIP_WEIGHTS
     kd: str = "auto"  # KD terms: auto (agkd,cgkd; agkd if the teacher is image-only) | agkd,cgkd | agkd
     agkd_weight: float = 10.0  # w_agkd
@@ -263,6 +263,8 @@ COMPRESS_DEFAULTS: dict[str, Any] = {
 
 
 TEXT_TEACHERS = ("clip", "clip-tiny-random", "clip-random")  # teachers with a text encoder (CGKD)
+MODEL_TEACHERS = ("clip", "clip-random")  # teachers whose network `teacher_model` names
+DEFAULT_TEACHER_MODEL = "ViT-B-32"
 
 
 def kd_terms(cfg: TrainConfig) -> list[str]:
@@ -361,6 +363,9 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         (cfg.teacher in ("", "clip", "inception", "clip-tiny-random", "clip-random"),
          f"teacher must be clip, inception, clip-tiny-random or clip-random, not {cfg.teacher!r}"),
         (set(kd_terms(cfg)) <= {"agkd", "cgkd"}, f"kd terms are agkd and cgkd, not {cfg.kd!r}"),
+        (cfg.teacher in MODEL_TEACHERS or not cfg.teacher_model,
+         f"teacher_model names the open_clip network of --teacher clip or clip-random; the "
+         f"{cfg.teacher or 'absent'} teacher has none, so drop --teacher-model"),
         (cfg.agkd_distance in ("l2", "l1"), "agkd_distance must be l2 or l1"),
         (cfg.kd_every >= 1, "kd_every must be at least 1 (1 = KD on every D step)"),
         (0 <= cfg.agkd_p <= 1, "agkd_p must be in [0, 1]"),
@@ -394,6 +399,8 @@ def resolve(preset: str | None, overrides: dict[str, Any]) -> TrainConfig:
             )
         values.update(PRESETS[preset].overrides)
     values.update({k: v for k, v in overrides.items() if v is not None})
+    if values.get("teacher") in MODEL_TEACHERS and not values.get("teacher_model"):
+        values["teacher_model"] = DEFAULT_TEACHER_MODEL  # recorded as used, not left implicit
     unknown = sorted(set(values) - set(field_names()))
     if unknown:
         raise KdganError(
@@ -409,9 +416,18 @@ def to_dict(cfg: TrainConfig) -> dict[str, Any]:
     return d
 
 
+def upgrade(d: dict[str, Any]) -> dict[str, Any]:
+    """A saved config dict in the current conventions: earlier versions wrote teacher_model
+    ViT-B-32 for teachers that have no model choice (none, inception, clip-tiny-random)."""
+    d = dict(d)
+    if d.get("teacher", "") not in MODEL_TEACHERS:
+        d["teacher_model"] = ""
+    return d
+
+
 def from_dict(d: dict[str, Any]) -> TrainConfig:
     """Rebuild a config saved by `to_dict` (unknown keys from newer versions are an error)."""
-    return resolve(None, dict(d))
+    return resolve(None, upgrade(d))
 
 
 def dumps(cfg: TrainConfig) -> str:

@@ -1,4 +1,5 @@
 import hashlib
+import json
 
 import numpy as np
 import pytest
@@ -155,3 +156,25 @@ def test_checkpoints_by_wall_time_as_well_as_by_steps(tmp_path, monkeypatch):
     assert "ckpt_every_minutes" in RESUMABLE_FIELDS  # changing it on resume is allowed
     with pytest.raises(KdganError, match="ckpt_every_minutes must be >= 0"):
         resolve("tiny", {"ckpt_every_minutes": -1})
+
+
+def test_config_records_effective_teacher_model_and_conditional_and_old_runs_resume(tmp_path):
+    assert resolve("demo-kd", {}).teacher_model == ""  # the inception teacher has no model choice
+    assert resolve("demo-kd", {"teacher": "clip"}).teacher_model == "ViT-B-32"
+    assert resolve("demo-kd", {"teacher": "clip", "teacher_model": "RN50"}).teacher_model == "RN50"
+    with pytest.raises(KdganError, match="drop --teacher-model"):
+        resolve("demo-kd", {"teacher_model": "ViT-L-14"})
+    unlabelled = ImageSet(tiny_data().images)
+    cfg = resolve("tiny", {"data": "in-memory", "device": "cpu", "steps": 2})
+    assert cfg.conditional  # asked for; the data has no labels
+    t = Trainer(cfg, tmp_path, dataset=unlabelled)
+    t.run()
+    written = json.loads((tmp_path / "config.json").read_text())
+    assert written["conditional"] is False and written["teacher_model"] == ""
+    ckpt = load_checkpoint(t.ckpts.path(2))
+    assert ckpt["config"]["conditional"] is False
+    ckpt["config"].update(conditional=True, teacher_model="ViT-B-32")  # as earlier versions wrote it
+    again = Trainer(resolve("tiny", {"data": "in-memory", "device": "cpu", "steps": 3}), tmp_path,
+                    dataset=unlabelled)
+    again.load_state_dict(ckpt)
+    assert again.step == 2

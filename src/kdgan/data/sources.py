@@ -132,10 +132,46 @@ def load_images(
         )
     entries = _open_entries(path)
     if DATASET_JSON in entries.names:
-        meta = json.loads(entries.read(DATASET_JSON))
-        if meta.get("format") == DATASET_FORMAT:
+        meta = _read_dataset_json(entries)
+        if meta is not None:
             return _load_prepared(entries, meta, resolution), []
     return _load_image_tree(entries, split, resolution, strict)
+
+
+def _read_dataset_json(entries: _Entries) -> dict | None:
+    """The dataset.json of a `kdgan data prepare` output, or None when the file is someone else's."""
+    try:
+        meta = json.loads(entries.read(DATASET_JSON))
+    except (ValueError, OSError):
+        return None
+    return meta if isinstance(meta, dict) and meta.get("format") == DATASET_FORMAT else None
+
+
+def source_splits(src: str | os.PathLike) -> tuple[str, ...]:
+    """The split folders a source offers (CIFAR: train and test), () when it is one unsplit set;
+    cheap (reads names only), for checking a command before it runs."""
+    from kdgan.data import builtin, cifar, fewshot
+
+    name = str(src)
+    if name in builtin.BUILTIN:
+        return ()
+    if name in cifar.CIFAR_NAMES or cifar.is_cifar_archive(name):
+        return ("train", "test")
+    path = Path(name).expanduser()
+    if not path.exists():
+        if fewshot.canonical(name):
+            return ()  # the published few-shot zips hold one set of images
+        raise KdganError(f"data path {path} does not exist; pass an image folder, a zip, a CIFAR archive, "
+                         "or a dataset name")
+    entries = _open_entries(path)
+    if DATASET_JSON in entries.names:
+        meta = _read_dataset_json(entries)
+        if meta is not None:
+            return (meta["split"],) if meta.get("split") else ()
+    names = [n for n in entries.names if is_image_name(n)]
+    _, rel = _strip_common_root(names)
+    tops = {r.split("/", 1)[0] for r in rel if "/" in r}
+    return tuple(sorted(tops)) if tops and all(t.lower() in SPLIT_NAMES for t in tops) else ()
 
 
 def _decode_all(

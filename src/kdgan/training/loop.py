@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import logging
 import os
 import signal
@@ -106,6 +107,7 @@ class Trainer:
         self.data_hash = self.dataset.content_hash()
         use_labels = cfg.conditional and self.dataset.labels is not None
         self.c_dim = self.dataset.num_classes if use_labels else 0
+        self.cfg = cfg = dataclasses.replace(cfg, conditional=use_labels)  # record what is used
 
         self.G_teacher, self.G_teacher_sha256 = None, ""  # compression: frozen, never saved
         if cfg.compress_teacher:
@@ -115,6 +117,7 @@ class Trainer:
             check_teacher_fits(self.G_teacher, cfg, self.dataset)
             self.c_dim = self.G_teacher.c_dim
             use_labels = self.c_dim > 0
+            self.cfg = cfg = dataclasses.replace(cfg, conditional=use_labels)
 
         self.teacher = None  # frozen; never in an optimiser or a checkpoint
         if config_lib.kd_terms(cfg):
@@ -321,7 +324,8 @@ class Trainer:
     def load_state_dict(self, ckpt: dict[str, Any]) -> None:
         """Restore a checkpoint written by `state_dict` (after checking it fits this run)."""
         # fields added after a checkpoint was written take their defaults (they did not exist then)
-        saved = {**config_lib.to_dict(TrainConfig()), **ckpt["config"]}
+        saved = config_lib.upgrade({**config_lib.to_dict(TrainConfig()), **ckpt["config"]})
+        saved["conditional"] = bool(ckpt["nets"]["G"]["config"].get("c_dim"))  # the effective value
         now = config_lib.to_dict(self.cfg)
         diff = [f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in now
                 if k not in RESUMABLE_FIELDS and saved.get(k) != now.get(k)]
