@@ -100,7 +100,7 @@ def _generator_size(config: dict[str, Any]) -> tuple[int, int]:
     """(parameters, multiply-adds per image) of a generator built from `config`."""
     from kdgan.nets import build_generator
 
-    G = build_generator(config)
+    G = build_generator(config).requires_grad_(False)  # as loaded generators are (FlopCounterMode needs it)
     return count_parameters(G), count_macs_per_image(G)
 
 

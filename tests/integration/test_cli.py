@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -320,6 +321,13 @@ def test_compress_train_resume_and_report(tmp_path, image_folder):
     (tmp_path / "s" / "report.md").unlink()
     bad = kdgan("compress", "--report", tmp_path / "s", "--report-protocol", "cifar", check=False, env=env)
     assert bad.returncode == 2 and "test" in bad.stderr  # the folder has no test split: one clear line
+    # the same mistake in a new run is refused before its first step, and every flag it suggests exists
+    early = kdgan(*common, "--report-protocol", "cifar", "--outdir", tmp_path / "never", check=False)
+    assert early.returncode == 2 and not (tmp_path / "never").exists()
+    flags = set(re.findall(r"--[a-z][a-z-]+", early.stderr + bad.stderr))
+    assert {"--report-ref", "--report-ref-split", "--report-protocol"} <= flags
+    help_text = kdgan("compress", "--help").stdout
+    assert all(f in help_text for f in flags), flags - {f for f in flags if f in help_text}
     kdgan("compress", "--report", tmp_path / "s", env=env)
     report = (tmp_path / "s" / "report.md").read_text()
     for row in ("| parameters |", "| multiply-adds / image |", "| latency, batch 1, CPU",
