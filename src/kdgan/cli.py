@@ -148,9 +148,9 @@ def _run_training(cfg, outdir: str) -> dict | None:
     samples = sorted(Path(summary["samples"]).glob("fakes-*.png"))
     resumed, step = summary["resumed_from"], summary["step"]
     if resumed is not None and summary["steps_run"] == 0:  # nothing left to train
-        where = "past" if step > cfg.steps else "at"
+        state = f"past --steps {cfg.steps}" if step > cfg.steps else f"the end of --steps {cfg.steps}"
         headline = (
-            f"\nnothing to train: {outdir} already holds step {step}, {where} --steps {cfg.steps}.\n"
+            f"\nnothing to train: {outdir} already holds step {step}, {state}.\n"
             f"  to train longer, re-run with --steps N larger than {step};\n"
             f"  to start a new run of {cfg.steps} steps, use a new --outdir.\n"
             f"Its outputs (step {step}):\n"
