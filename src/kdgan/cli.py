@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from kdgan.config import COMPRESS_DEFAULTS
 from kdgan.errors import KdganError
 
 log = logging.getLogger("kdgan")
@@ -25,47 +26,78 @@ def _setup_logging(verbose: bool) -> None:
     root.propagate = False
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100,
+                                "show_default": True})
 @click.version_option(package_name="kdgan")
 @click.option("-v", "--verbose", is_flag=True, help="Debug-level log lines.")
 def cli(verbose: bool) -> None:
     """kdgan: train GANs on little data with knowledge distillation, and compress them.
 
-    Start with `kdgan train --preset demo --outdir runs/demo` (a few CPU minutes on the
-    embedded 100 LFW faces), then `kdgan generate --ckpt runs/demo/export --num 16 --outdir out`.
+    Start with `kdgan train --preset demo-kd --outdir runs/demo` (KD-DLGAN on the embedded
+    100 LFW faces with the offline Inception teacher: about 11 minutes on a 2-core CPU;
+    `--preset demo` is the same without KD), then
+    `kdgan generate --ckpt runs/demo/export --num 16 --outdir out`.
     """
     _setup_logging(verbose)
 
 
+def _default(name: str) -> str:
+    """The [default: ...] text of a train option that falls back on the preset, then TrainConfig."""
+    from kdgan.config import TrainConfig
+
+    value = getattr(TrainConfig(), name)
+    return f"the preset's, else {value if value != '' else 'none'}"
+
+
+_DATA_NAMES = ("lfw-faces (built in), cifar10, cifar100, and the few-shot sets obama, grumpy-cat, panda, "
+               "animalface-cat, animalface-dog (downloaded once when online)")
+
+
 # --------------------------------------------------------------------------- train
 @cli.command()
-@click.option("--data", help="Prepared zip, image folder/zip, CIFAR archive, or built-in name "
-              "(lfw-faces, cifar10, cifar100). Default: the preset's, else lfw-faces.")
+@click.option("--data", show_default=_default("data"),
+              help=f"Prepared zip, image folder or zip, CIFAR archive, or a name: {_DATA_NAMES}.")
 @click.option("--outdir", required=True, type=click.Path(file_okay=False),
               help="Run folder. Re-running the same command in it resumes from the last checkpoint.")
-@click.option("--preset", help="Named configuration (see `kdgan presets`); flags override its fields.")
-@click.option("--steps", type=int, help="Training length in G steps.")
-@click.option("--batch-size", type=int, help="Images per D/G step, summed over processes.")
-@click.option("--device", help="auto | cpu | cuda | cuda:N (default auto: cuda when available).")
-@click.option("--seed", type=int, help="Seed of initialisation, sampling and augmentation.")
-@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), help="Autocast precision.")
-@click.option("--resolution", type=int, help="Image side in px (32 or 64).")
-@click.option("--split", help="Split folder to read when the data has train/ and test/.")
-@click.option("--data-fraction", type=float, help="Train on this fraction of the data, in (0, 1].")
-@click.option("--teacher", help="KD-DLGAN teacher: clip | inception (image-only, offline) | classifier "
-              "(`kdgan teacher train`) | torchvision:MODEL | timm:MODEL (image-only) | blip (pip install "
-              "'kdgan[blip]') | clip-tiny-random (tests only); docs/teachers.md. Default: none (plain GAN).")
-@click.option("--teacher-model", help="open_clip model name for --teacher clip (default ViT-B-32).")
-@click.option("--teacher-weights", help="clip: open_clip pretrained tag or local checkpoint file "
-              "(default openai, or $KDGAN_CLIP_WEIGHTS); classifier: the `kdgan teacher train` folder; "
-              "torchvision:/timm:: a state-dict file, or 'download'.")
-@click.option("--kd", help="Distillation terms: auto (default: agkd,cgkd with a CLIP teacher, agkd with "
-              "the image-only inception teacher), agkd,cgkd, agkd or cgkd; baselines (docs/baselines.md): "
+@click.option("--preset", help="Named configuration (see `kdgan presets`; start with demo-kd); flags "
+              "override its fields.")
+@click.option("--steps", type=int, show_default=_default("steps"), help="Training length in G steps.")
+@click.option("--batch-size", type=int, show_default=_default("batch_size"),
+              help="Images per D/G step, summed over processes.")
+@click.option("--device", show_default=_default("device"),
+              help="auto | cpu | cuda | cuda:N (auto: cuda when available).")
+@click.option("--seed", type=int, show_default=_default("seed"),
+              help="Seed of initialisation, sampling and augmentation.")
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), show_default=_default("precision"),
+              help="Autocast precision.")
+@click.option("--resolution", type=int, show_default=_default("resolution"),
+              help="Image side in px: 32 or 64 for BigGAN (and the dcgan / mlp students), a power of two "
+              "from 8 to 1024 for StyleGAN2 (--set arch=stylegan2).")
+@click.option("--split", show_default=_default("split"),
+              help="Split folder to read when the data has train/ and test/.")
+@click.option("--data-fraction", type=float, show_default=_default("data_fraction"),
+              help="Train on this fraction of the data, in (0, 1].")
+@click.option("--teacher", show_default=_default("teacher"),
+              help="KD-DLGAN teacher: clip | inception (image-only, offline) | classifier (`kdgan teacher "
+              "train`) | torchvision:MODEL | timm:MODEL (image-only) | blip (pip install 'kdgan[blip]') | "
+              "clip-random (CLIP architecture, random weights: benchmarks only) | clip-tiny-random (tests "
+              "only); docs/teachers.md. None: a plain GAN.")
+@click.option("--teacher-model", show_default="ViT-B-32 for clip and clip-random",
+              help="open_clip model name of --teacher clip or clip-random.")
+@click.option("--teacher-weights", show_default="openai, or $KDGAN_CLIP_WEIGHTS",
+              help="clip: open_clip pretrained tag or local checkpoint file; classifier: the `kdgan "
+              "teacher train` folder; torchvision:/timm:: a state-dict file, or 'download'; blip: a hub id "
+              "or a local folder.")
+@click.option("--kd", show_default=_default("kd"),
+              help="Distillation terms: auto (agkd,cgkd with a teacher that has text or class embeddings, "
+              "agkd with an image-only one), agkd,cgkd, agkd or cgkd; baselines (docs/baselines.md): "
               "plainkd, fitnets, ld, pkd, spkd.")
-@click.option("--prompts", help="CGKD prompts: a named list (cifar10, cifar100, obama, faces, ...) "
-              "or a file, one per line. Default: 'a {class}' for the data's classes.")
+@click.option("--prompts", show_default="'a {class}' for the data's classes",
+              help="CGKD prompts: a named list (cifar10, cifar100, obama, grumpy-cat, panda, animalface-cat, "
+              "animalface-dog, faces) or a file, one per line.")
 @click.option("--set", "sets", multiple=True, metavar="FIELD=VALUE",
-              help="Override any config field, e.g. --set g_lr=1e-4 (repeatable).")
+              help="Override any config field, e.g. --set g_lr=1e-4 (repeatable; fields: "
+              "src/kdgan/config.py, or --dry-run).")
 @click.option("--dry-run", is_flag=True, help="Print the resolved config and exit.")
 def train(data, outdir, preset, steps, batch_size, device, seed, precision, resolution, split,
           data_fraction, teacher, teacher_model, teacher_weights, kd, prompts, sets, dry_run) -> None:
@@ -96,12 +128,18 @@ def _parse_sets(sets: tuple[str, ...]) -> dict[str, str]:
 
 def _run_training(cfg, outdir: str) -> dict | None:
     """Train (or resume) a run and print where everything is; None on non-main ranks."""
+    import contextlib
+    import os
+
+    from kdgan.training.lock import run_lock
     from kdgan.training.loop import Trainer
     from kdgan.utils.dist import shutdown_distributed
 
-    try:
-        trainer = Trainer(cfg, outdir)
-        summary = trainer.run()
+    main_rank = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 holds the lock
+    try:  # lock first: a second training in the same folder refuses before loading anything
+        with run_lock(outdir) if main_rank else contextlib.nullcontext():
+            trainer = Trainer(cfg, outdir)
+            summary = trainer.run()
     finally:
         shutdown_distributed()
     if not trainer.info.is_main:
@@ -112,10 +150,22 @@ def _run_training(cfg, outdir: str) -> dict | None:
         sys.exit(130)
     minutes, seconds = divmod(int(summary["seconds"]), 60)
     samples = sorted(Path(summary["samples"]).glob("fakes-*.png"))
-    resumed = summary["resumed_from"]
+    resumed, step = summary["resumed_from"], summary["step"]
+    if resumed is not None and summary["steps_run"] == 0:  # nothing left to train
+        state = f"past --steps {cfg.steps}" if step > cfg.steps else f"the end of --steps {cfg.steps}"
+        headline = (
+            f"\nnothing to train: {outdir} already holds step {step}, {state}.\n"
+            f"  to train longer, re-run with --steps N larger than {step};\n"
+            f"  to start a new run of {cfg.steps} steps, use a new --outdir.\n"
+            f"Its outputs (step {step}):\n"
+        )
+    else:
+        headline = (
+            f"\ndone: step {step} of {cfg.steps} ({summary['steps_run']} steps in "
+            f"{minutes}m{seconds:02d}s{'' if resumed is None else f', resumed from step {resumed}'})\n"
+        )
     click.echo(
-        f"\ndone: step {summary['step']} of {cfg.steps} ({summary['steps_run']} steps in "
-        f"{minutes}m{seconds:02d}s{'' if resumed is None else f', resumed from step {resumed}'})\n"
+        headline +
         f"  samples:    {samples[-1] if samples else summary['samples']}\n"
         f"  checkpoint: {summary['checkpoint']}\n"
         f"  generator:  {summary['export']}\n"
@@ -128,42 +178,59 @@ def _run_training(cfg, outdir: str) -> dict | None:
 
 # --------------------------------------------------------------------------- compress
 @cli.command()
-@click.option("--teacher", type=click.Path(), help="The trained teacher generator: a kdgan checkpoint "
-              "(.pt), export folder or G_ema.safetensors. Frozen; never copied into the student's run.")
-@click.option("--student", default="dcgan", show_default=True,
-              type=click.Choice(["dcgan", "mlp", "biggan", "same"]),
-              help="dcgan / mlp: the AKDG paper's students; same (or the teacher's family): the teacher's "
-              "architecture narrowed by --width.")
-@click.option("--width", default=1.0, show_default=True, type=float,
-              help="Width ratio: dcgan / mlp relative to the paper's 512 base channels, same relative "
-              "to the teacher's channels.")
-@click.option("--method", default="akdg", show_default=True,
-              type=click.Choice(["akdg", "mse", "mse+adv", "vanilla"]),
+@click.option("--teacher", type=click.Path(),
+              help="[required unless --report] The trained teacher generator: a kdgan checkpoint (.pt), "
+              "export folder or G_ema.safetensors. Frozen; never copied into the student's run.")
+@click.option("--student", default="dcgan", type=click.Choice(["dcgan", "mlp", "biggan", "same"]),
+              help="dcgan / mlp: the AKDG paper's students (judged by a BigGAN D); same: the teacher's own "
+              "family (BigGAN or StyleGAN2) with --width times its channels; biggan: a BigGAN student (for a "
+              "BigGAN teacher, the same as `same`).")
+@click.option("--width", type=float, show_default="auto: the widest of 1, 1/2, 1/4, ... whose student has "
+              "fewer parameters and multiply-adds than the teacher",
+              help="Width ratio: dcgan / mlp relative to the paper's 512 base channels, same / biggan "
+              "relative to the teacher's channels.")
+@click.option("--method", default="akdg", type=click.Choice(["akdg", "mse", "mse+adv", "vanilla"]),
               help="akdg: data D + distillation D_KD; mse: pixel MSE to the teacher (same z); "
               "mse+adv: alpha MSE + (1 - alpha) data D; vanilla: data D only.")
-@click.option("--data", help="Training data of D_S and reference of the report's FID (the teacher's data).")
-@click.option("--outdir", type=click.Path(file_okay=False), help="Run folder (re-run to resume).")
-@click.option("--steps", type=int, help="Training length in student steps.")
-@click.option("--batch-size", type=int, help="Images per step.")
-@click.option("--device", help="auto | cpu | cuda | cuda:N.")
-@click.option("--seed", type=int, help="Seed of initialisation and sampling.")
-@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), help="Autocast precision.")
+@click.option("--data", help="[required unless --report] Training data of D_S (the teacher's data), and the "
+              "report's reference unless --report-ref.")
+@click.option("--outdir", type=click.Path(file_okay=False),
+              help="[required unless --report] Run folder (re-run to resume).")
+@click.option("--steps", type=int, show_default=str(COMPRESS_DEFAULTS["steps"]),
+              help="Training length in student steps.")
+@click.option("--batch-size", type=int, show_default=str(COMPRESS_DEFAULTS["batch_size"]),
+              help="Images per step.")
+@click.option("--device", show_default="auto", help="auto | cpu | cuda | cuda:N.")
+@click.option("--seed", type=int, show_default="0", help="Seed of initialisation and sampling.")
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), show_default="fp32",
+              help="Autocast precision.")
 @click.option("--set", "sets", multiple=True, metavar="FIELD=VALUE", help="Override any config field.")
 @click.option("--dry-run", is_flag=True, help="Print the resolved config and exit.")
 @click.option("--report", "report_run", type=click.Path(file_okay=False),
               help="Only (re)write the teacher-vs-student report of this finished run.")
-@click.option("--report-repeat", default=1, show_default=True, type=click.IntRange(min=1),
+@click.option("--report-repeat", default=1, type=click.IntRange(min=1),
               help="Quality evaluations per network in the report (mean +- std).")
-@click.option("--report-protocol", help="The report's evaluation protocol (default: the run's eval_protocol, "
-              "cifar unless set; use fewshot or custom for data without a test split).")
-@click.option("--report-num-gen", type=int, help="Generated images per network in the report.")
+@click.option("--report-protocol", show_default="the run's eval_protocol, cifar; fewshot when the "
+              "reference has no test split",
+              help="The report's evaluation protocol: cifar, fewshot, full50k or custom.")
+@click.option("--report-num-gen", type=int, show_default="the protocol's",
+              help="Generated images per network in the report.")
+@click.option("--report-ref", show_default="--data",
+              help="The report's reference data (e.g. the CIFAR archive, whose test split `cifar` needs).")
+@click.option("--report-ref-split", show_default="the protocol's",
+              help="Split of the report's reference data.")
 def compress(teacher, student, width, method, data, outdir, steps, batch_size, device, seed, precision,
-             sets, dry_run, report_run, report_repeat, report_protocol, report_num_gen) -> None:
-    """Distil a trained generator into a smaller student (AKDG and baselines), then report."""
-    from kdgan import config as config_lib
-    from kdgan.compress import compress_fields, write_report
+             sets, dry_run, report_run, report_repeat, report_protocol, report_num_gen, report_ref,
+             report_ref_split) -> None:
+    """Distil a trained generator into a smaller student (AKDG and baselines), then report.
 
-    report = dict(repeat=report_repeat, protocol=report_protocol, num_gen=report_num_gen)
+    The whole command, report included, is checked before the first step.
+    """
+    from kdgan import config as config_lib
+    from kdgan.compress import compress_fields, report_settings, write_report
+
+    report = dict(repeat=report_repeat, protocol=report_protocol, num_gen=report_num_gen, ref=report_ref,
+                  ref_split=report_ref_split)
     if report_run:
         click.echo(f"wrote {write_report(report_run, **report)}")
         return
@@ -175,6 +242,7 @@ def compress(teacher, student, width, method, data, outdir, steps, batch_size, d
                                      "seed": seed, "precision": precision}.items() if v is not None})
     fields.update(_parse_sets(sets))
     cfg = config_lib.resolve(None, fields)
+    report_settings(cfg, report_protocol, report_num_gen, report_ref, report_ref_split)  # before training
     if dry_run:
         click.echo(config_lib.dumps(cfg))
         return
@@ -185,8 +253,8 @@ def compress(teacher, student, width, method, data, outdir, steps, batch_size, d
         click.echo(f"report:       {write_report(outdir, **report)}")
     except KdganError as e:  # the trained student is safe on disk; only the report is missing
         raise KdganError(f"the student is trained and saved, but the report failed: {e}. Fix that and "
-                         f"run `kdgan compress --report {outdir}` (with --report-protocol / "
-                         "--report-num-gen if needed)") from None
+                         f"run `kdgan compress --report {outdir}` (with --report-protocol, --report-ref, "
+                         "--report-ref-split or --report-num-gen if needed)") from None
 
 
 # --------------------------------------------------------------------------- compare
@@ -284,17 +352,21 @@ def compare(outdir, arms, seeds, steps, match, data, device, sets, eval_every, e
               help="A checkpoint (.pt), an export folder, or G_ema.safetensors.")
 @click.option("--num", required=True, type=click.IntRange(min=1), help="How many images.")
 @click.option("--outdir", required=True, type=click.Path(file_okay=False), help="Where to write.")
-@click.option("--seed", default=0, show_default=True, help="Seed of z (same seed, same images).")
+@click.option("--seed", default=0, show_default=True,
+              help="Seed of z: the same seed and --batch-size give bit-identical images on the same machine "
+              "and software; another batch size gives the same images within 1/255 per pixel.")
 @click.option("--class", "class_index", type=int, help="Only this class (conditional G); "
               "default: classes in turn.")
-@click.option("--batch-size", default=64, show_default=True, help="Images per forward pass.")
+@click.option("--batch-size", default=64, show_default=True,
+              help="Images per forward pass (float kernels may differ by batch shape: see --seed).")
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N.")
 @click.option("--npz", is_flag=True, help="Also write images.npz: arr_0 uint8 (N, H, W, 3) "
               "(OpenAI evaluator convention) and labels.")
 @click.option("--truncation", default=1.0, show_default=True, type=float,
               help="StyleGAN2: truncation psi (w pulled towards w_avg; 1 = none).")
 @click.option("--noise-mode", default="const", show_default=True, type=click.Choice(["const", "random"]),
-              help="StyleGAN2: per-layer noise fixed at its stored values, or drawn (from --seed).")
+              help="StyleGAN2: per-layer noise fixed at its stored values, or drawn (from --seed, batch by "
+              "batch: then the images also depend on --batch-size).")
 def generate(ckpt, num, outdir, seed, class_index, batch_size, device, npz, truncation, noise_mode) -> None:
     """Write PNGs (and optionally an npz) from the EMA generator of a run."""
     from kdgan.generate import generate_images

@@ -74,38 +74,91 @@ def check_teacher_fits(G_teacher: nn.Module, cfg: config_lib.TrainConfig, datase
                          f"{found}; use the data the teacher was trained on")
 
 
-def compress_fields(teacher: str, student: str, width: float, method: str) -> dict[str, Any]:
+def _student_widths(net: dict[str, Any], training: dict[str, Any], arch: str, width: float) -> dict[str, Any]:
+    """The width fields of a student of family `arch` at `width` for the teacher `net`."""
+    if arch in _STUDENT_BASE_CH:
+        base = _STUDENT_BASE_CH[arch]
+        step = 2 ** max(1, round(np.log2(net["img_resolution"] / 4))) if arch == "dcgan" else 1
+        return {"g_ch": max(step, int(round(base * width / step)) * step)}
+    if arch == net["arch"] == "stylegan2":
+        # G's channels narrowed by --width; the mapping network and D keep the teacher run's widths
+        return {"channel_base": max(1, int(round(net["channel_base"] * width))),
+                "channel_max": max(1, int(round(net["channel_max"] * width))),
+                "w_dim": net["w_dim"], "mapping_layers": net["mapping_layers"],
+                "d_channel_base": int(training.get("d_channel_base") or training.get("channel_base")
+                                      or net["channel_base"]),
+                "d_channel_max": int(training.get("d_channel_max") or training.get("channel_max")
+                                     or net["channel_max"]),
+                "mbstd_group": int(training.get("mbstd_group", 4))}
+    if arch == net["arch"]:
+        return {"g_ch": max(1, int(round(net["ch"] * width)))}
+    raise KdganError(f"student {arch!r} is a different family from the teacher ({net['arch']}); "
+                     "use dcgan, mlp, or same (the teacher's family, narrowed by --width)")
+
+
+def _generator_size(config: dict[str, Any]) -> tuple[int, int]:
+    """(parameters, multiply-adds per image) of a generator built from `config`."""
+    from kdgan.nets import build_generator
+
+    G = build_generator(config).requires_grad_(False)  # as loaded generators are (FlopCounterMode needs it)
+    return count_parameters(G), count_macs_per_image(G)
+
+
+def _student_size(net: dict[str, Any], arch: str, widths: dict[str, Any]) -> tuple[int, int]:
+    """(parameters, multiply-adds per image) of the student G these fields build."""
+    config = {"arch": arch, **{k: net[k] for k in ("z_dim", "c_dim", "img_resolution")}}
+    if arch == "stylegan2":
+        config.update({k: widths[k] for k in ("channel_base", "channel_max", "w_dim", "mapping_layers")})
+    else:
+        config["ch"] = widths["g_ch"]
+    return _generator_size(config)
+
+
+AUTO_WIDTHS = tuple(2.0 ** -k for k in range(9))  # 1, 1/2, ..., 1/256: tried in turn by --width auto
+
+
+def compress_fields(teacher: str, student: str, width: float | None, method: str) -> dict[str, Any]:
     """Config fields of a compression run: COMPRESS_DEFAULTS, the student, and the teacher's
-    latent size, classes, resolution and D width."""
+    latent size, classes, resolution and D width.
+
+    `width` None picks the widest of AUTO_WIDTHS whose student has fewer parameters and fewer
+    multiply-adds per image than the teacher (refusing, with the fix, when none has); an explicit
+    width that gives a student as large as the teacher is trained, with a warning.
+    """
     if student not in STUDENTS:
         raise KdganError(f"unknown student {student!r}; choose from {', '.join(STUDENTS)}")
-    if not 0 < width <= 4:
+    if width is not None and not 0 < width <= 4:
         raise KdganError(f"--width must be in (0, 4], got {width}")
     if not Path(teacher).exists():
         raise KdganError(f"teacher {teacher} does not exist; pass a kdgan checkpoint (.pt), export "
                          "folder or G_ema.safetensors")
     net, training = read_teacher_info(teacher)
     arch = net["arch"] if student in ("same", net["arch"]) else student
-    widths: dict[str, Any] = {}
-    if arch in _STUDENT_BASE_CH:
-        base = _STUDENT_BASE_CH[arch]
-        step = 2 ** max(1, round(np.log2(net["img_resolution"] / 4))) if arch == "dcgan" else 1
-        widths["g_ch"] = max(step, int(round(base * width / step)) * step)
-    elif arch == net["arch"] == "stylegan2":
-        # G's channels narrowed by --width; the mapping network and D keep the teacher run's widths
-        widths = {"channel_base": max(1, int(round(net["channel_base"] * width))),
-                  "channel_max": max(1, int(round(net["channel_max"] * width))),
-                  "w_dim": net["w_dim"], "mapping_layers": net["mapping_layers"],
-                  "d_channel_base": int(training.get("d_channel_base") or training.get("channel_base")
-                                        or net["channel_base"]),
-                  "d_channel_max": int(training.get("d_channel_max") or training.get("channel_max")
-                                       or net["channel_max"]),
-                  "mbstd_group": int(training.get("mbstd_group", 4))}
-    elif arch == net["arch"]:
-        widths["g_ch"] = max(1, int(round(net["ch"] * width)))
-    else:
-        raise KdganError(f"student {student!r} is a different family from the teacher ({net['arch']}); "
-                         "use dcgan, mlp, or same (the teacher's family, narrowed by --width)")
+    teacher_size = _generator_size(net)
+    teacher_text = f"{teacher_size[0]:,} parameters, {teacher_size[1] / 1e6:,.1f}M multiply-adds per image"
+    if width is None:
+        for w in AUTO_WIDTHS:
+            widths = _student_widths(net, training, arch, w)
+            size = _student_size(net, arch, widths)
+            if size[0] < teacher_size[0] and size[1] < teacher_size[1]:
+                width = w
+                break
+        else:
+            raise KdganError(
+                f"no --student {student} width down to {AUTO_WIDTHS[-1]:g} is smaller than this teacher "
+                f"({teacher_text}; the narrowest has {size[0]:,} parameters, {size[1] / 1e6:,.1f}M "
+                "multiply-adds); use --student same --width 0.5 (the teacher's family), or pass --width "
+                "to train a student that large anyway")
+        log.info("student %s --width %g (auto: the widest with fewer parameters and multiply-adds than "
+                 "the teacher): %s parameters (%.2fx the teacher's), %.1fM multiply-adds per image (%.2fx)",
+                 student, width, f"{size[0]:,}", size[0] / teacher_size[0], size[1] / 1e6,
+                 size[1] / teacher_size[1])
+    widths = _student_widths(net, training, arch, width)
+    size = _student_size(net, arch, widths)
+    if size[0] >= teacher_size[0] or size[1] >= teacher_size[1]:
+        log.warning("the student (%s parameters, %.1fM multiply-adds per image) is not smaller than the "
+                    "teacher (%s): it will be as slow or slower; leave --width out to size it from the "
+                    "teacher", f"{size[0]:,}", size[1] / 1e6, teacher_text)
     return {
         **config_lib.COMPRESS_DEFAULTS,
         "compress_teacher": str(teacher), "compress_method": method, "arch": arch, **widths,
@@ -194,22 +247,62 @@ def save_pairs_grid(G_teacher: nn.Module, G_student: nn.Module, path: Path, seed
 
 
 def _fmt_metric(entry: dict[str, Any] | None, scale: float = 1.0) -> str:
+    """mean +- std over repeats; the mean alone for one repeat (a std of one value says nothing)."""
     if entry is None:
         return "-"
+    if len(entry.get("values", [0, 0])) < 2:
+        return f"{entry['mean'] * scale:.2f}"
     return f"{entry['mean'] * scale:.2f} +- {entry['std'] * scale:.2f}"
+
+
+def report_settings(cfg: config_lib.TrainConfig, protocol: str | None = None, num_gen: int | None = None,
+                    ref: str | None = None, ref_split: str | None = None) -> tuple[Any, str]:
+    """The report's protocol and reference source, checked without loading any images (so
+    `kdgan compress` can refuse before its first step). The default protocol (the run's
+    eval_protocol, cifar) needs a test split; data without one falls back to `fewshot`
+    (all training images as reference), saying so. Errors name `kdgan compress` flags."""
+    from kdgan.data.sources import source_splits
+    from kdgan.metrics import get_protocol
+
+    name = protocol or cfg.eval_protocol
+    n = num_gen or cfg.eval_num_gen or None
+    if name == "custom" and not n:
+        raise KdganError("--report-protocol custom needs --report-num-gen N")
+    if cfg.inception not in ("auto", "torch-fidelity", "tf-torchscript"):
+        raise KdganError(f"inception {cfg.inception!r} is unknown; --set inception=auto, torch-fidelity or "
+                         "tf-torchscript")
+    proto = get_protocol(name, n, ref_split)
+    source = ref or cfg.eval_ref or cfg.data
+    splits = source_splits(source)
+    available = (lambda split: split in splits) if splits else (lambda split: split == "train")
+    if available(proto.ref_split):
+        return proto, source
+    have = f"the splits {', '.join(splits)}" if splits else "no split folders"
+    if protocol is None and ref is None and ref_split is None and available("train"):
+        fallback = get_protocol("fewshot", num_gen)
+        log.info("the report's default protocol %s compares with the %r split, which %s lacks (it has %s): "
+                 "the report uses protocol fewshot instead (%d generated per network vs the training "
+                 "images); choose with --report-protocol, --report-ref or --report-ref-split",
+                 proto.name, proto.ref_split, source, have, fallback.num_gen)
+        return fallback, source
+    raise KdganError(
+        f"the report's protocol {proto.name} compares with the {proto.ref_split!r} split, but {source} has "
+        f"{have}; pass --report-ref DATA (data with a {proto.ref_split}/ folder, e.g. the CIFAR archive), "
+        f"--report-ref-split {splits[0] if splits else 'train'}, or --report-protocol fewshot")
 
 
 def write_report(run_dir: str | os.PathLike, metrics: tuple[str, ...] | None = None, repeat: int = 1,
                  speed_devices: tuple[str, ...] | None = None, latency_runs: int = 20,
                  throughput_batch: int = 256, protocol: str | None = None, num_gen: int | None = None,
-                 ref: str | None = None) -> Path:
+                 ref: str | None = None, ref_split: str | None = None) -> Path:
     """Teacher vs student of a `kdgan compress` run: report.md, report.json and a sample grid.
 
     Quality uses the run's evaluation settings (eval_protocol, eval_num_gen, eval_ref,
-    inception) unless `protocol`, `num_gen` or `ref` are given, with the same seeds for
-    teacher and student; speed is measured on the CPU and, when present, the GPU.
+    inception) unless `protocol`, `num_gen`, `ref` or `ref_split` are given (see
+    `report_settings`), with the same seeds for teacher and student; speed is measured on
+    the CPU and, when present, the GPU.
     """
-    from kdgan.metrics import evaluate, generate_uint8, get_protocol, load_inception, reference_features
+    from kdgan.metrics import evaluate, generate_uint8, load_inception, reference_features
     from kdgan.metrics.evaluate import parse_metrics
     from kdgan.training.checkpoint import CheckpointManager
     from kdgan.utils.dist import resolve_device
@@ -221,6 +314,7 @@ def write_report(run_dir: str | os.PathLike, metrics: tuple[str, ...] | None = N
     cfg = config_lib.from_dict(ckpt["config"])
     if not cfg.compress_teacher:
         raise KdganError(f"{run} is not a compression run (no compress_teacher in its config)")
+    proto, ref_source = report_settings(cfg, protocol, num_gen, ref, ref_split)
     device = resolve_device(cfg.device)
     G_teacher, sha = load_teacher_generator(cfg.compress_teacher, device)
     saved_sha = ckpt.get("compress", {}).get("teacher_sha256", "")
@@ -249,10 +343,9 @@ def write_report(run_dir: str | os.PathLike, metrics: tuple[str, ...] | None = N
         for G in nets.values():
             G.to(device)
 
-    proto = get_protocol(protocol or cfg.eval_protocol, num_gen or cfg.eval_num_gen or None)
     extractor = load_inception(cfg.inception, device)
     names = parse_metrics(",".join(metrics or ("fid", "kid", "is")), proto)  # IS: "unavailable" w/o logits
-    ref_features = reference_features(ref or cfg.eval_ref or cfg.data, proto.ref_split, extractor)
+    ref_features = reference_features(ref_source, proto.ref_split, extractor)
     quality = {}
     for k, G in nets.items():
         log.info("evaluating the %s (%s, %d images x %d)", k, proto.name, proto.num_gen, repeat)
@@ -282,8 +375,16 @@ def _row_width(row: dict[str, Any]) -> str:
     return row.get("width") or f"ch {row['ch']}"  # reports written before "width" existed
 
 
+def _speed_text(speedup: float) -> str:
+    """A student / teacher speed ratio in words: '4.30x faster', '1.41x slower' (never '0.71x faster')."""
+    if speedup >= 1:
+        return f"{speedup:.2f}x faster"
+    return f"{1 / speedup:.2f}x slower"
+
+
 def format_report(report: dict[str, Any], throughput_batch: int = 256) -> str:
     """The markdown of a report dict (teacher | student | student / teacher)."""
+    from kdgan.metrics.reference import describe_source
     t, s = report["rows"]["teacher"], report["rows"]["student"]
     lines = [
         f"# Compression report: {Path(report['run']).name}",
@@ -304,9 +405,9 @@ def format_report(report: dict[str, Any], throughput_batch: int = 256) -> str:
     for dev, name in report["devices"].items():
         lat, thr = f"{dev}/latency_ms_b1", f"{dev}/throughput_b{throughput_batch}"
         lines.append(f"| latency, batch 1, {name} | {t[lat]:.2f} ms | {s[lat]:.2f} ms | "
-                     f"{t[lat] / s[lat]:.2f}x faster |")
+                     f"{_speed_text(t[lat] / s[lat])} |")
         lines.append(f"| throughput, batch {throughput_batch}, {name} | {t[thr]:,.0f} img/s | "
-                     f"{s[thr]:,.0f} img/s | {s[thr] / t[thr]:.2f}x |")
+                     f"{s[thr]:,.0f} img/s | {_speed_text(s[thr] / t[thr])} |")
     q = report["quality"]["teacher"]
     for key, label, scale in (("fid", "FID", 1.0), ("kid", "KID x 1e3", 1e3), ("is", "IS", 1.0)):
         if key in t:
@@ -318,8 +419,9 @@ def format_report(report: dict[str, Any], throughput_batch: int = 256) -> str:
     lines += [
         "",
         f"Quality: protocol {q['protocol']}, {gen['num_images']} generated per network (seeds "
-        f"{gen['seeds']}, the same z for both) vs {ref['num_images']} reference images ({ref['source']}, "
-        f"split {ref['split']}, sha256 {ref['content_sha256'][:12]}); {q['feature_extractor']}, "
+        f"{gen['seeds']}, the same z for both) vs {ref['num_images']} reference images "
+        f"({describe_source(ref['source'], ref['split'])}, sha256 {ref['content_sha256'][:12]}); "
+        f"{q['feature_extractor']}, "
         f"resize {q['resize']}. Speed: median of repeated forwards, in eval mode, fp32.",
         *[f"Note: {n}" for n in q["notes"]],
         "",

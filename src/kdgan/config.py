@@ -48,7 +48,7 @@ class TrainConfig:
     # "" = no KD | clip | inception | classifier | torchvision:MODEL | timm:MODEL | blip (docs/teachers.md)
     # | clip-tiny-random / clip-random / blip-tiny-random (tests, benchmarks)
     teacher: str = ""
-    teacher_model: str = "ViT-B-32"  # open_clip model name (clip teacher)
+    teacher_model: str = ""  # open_clip model of the clip / clip-random teachers ("" = ViT-B-32); others: ""
     # clip: pretrained tag or file ("" = openai / $KDGAN_CLIP_WEIGHTS); classifier: the folder of
     # `kdgan teacher train`; torchvision:/timm:: a state-dict file, or "download"; blip: hub id or folder
     teacher_weights: str = ""
@@ -132,6 +132,7 @@ class TrainConfig:
     log_every_steps: int = 50  # G steps between log lines (JSONL, TensorBoard, progress bar)
     sample_every_steps: int = 1000  # G steps between fixed-z sample grids
     ckpt_every_steps: int = 2000  # G steps between checkpoints
+    ckpt_every_minutes: float = 30.0  # wall-clock minutes between checkpoints (as well as by steps); 0 = off
     keep_ckpts: int = 3  # most recent checkpoints kept on disk (plus best, when evaluated)
     # --- evaluation during training (METHOD.md section 4) ---
     eval_every_steps: int = 0  # G steps between evaluations of G_ema; 0 = off
@@ -145,6 +146,7 @@ class TrainConfig:
 # Fields that may differ when a run is resumed: they do not change what is computed per step.
 RESUMABLE_FIELDS = frozenset(
     {"steps", "device", "log_every_steps", "sample_every_steps", "ckpt_every_steps", "keep_ckpts",
+     "ckpt_every_minutes",
      "eval_every_steps", "eval_protocol", "eval_num_gen", "eval_metric", "eval_ref", "inception",
      "teacher_compile", "compress_teacher", "compile", "ema_bn_mode", "ema_bn_batch"}
 )
@@ -401,6 +403,8 @@ def is_teacher_name(name: str) -> bool:
     """A teacher `build_teacher` knows: one of TEACHERS, or FAMILY:MODEL for a TEACHER_FAMILIES member."""
     family, _, model = name.partition(":")
     return name in TEACHERS or (family in TEACHER_FAMILIES and bool(model))
+MODEL_TEACHERS = ("clip", "clip-random")  # teachers whose network `teacher_model` names
+DEFAULT_TEACHER_MODEL = "ViT-B-32"
 
 
 def kd_terms(cfg: TrainConfig) -> list[str]:
@@ -501,6 +505,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         (min(cfg.log_every_steps, cfg.sample_every_steps, cfg.ckpt_every_steps) >= 1,
          "log/sample/ckpt intervals must be at least 1 step"),
         (cfg.keep_ckpts >= 1, "keep_ckpts must be at least 1"),
+        (cfg.ckpt_every_minutes >= 0, "ckpt_every_minutes must be >= 0 (0 turns time-based checkpoints off)"),
         (cfg.eval_every_steps >= 0, "eval_every_steps must be >= 0 (0 turns evaluation off)"),
         (cfg.eval_metric in ("fid", "kid"), "eval_metric must be fid or kid"),
         (cfg.eval_protocol != "custom" or cfg.eval_num_gen > 0,
@@ -521,6 +526,9 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         (set(kd_terms(cfg)) <= set(KD_TERMS), f"kd terms are {', '.join(KD_TERMS)}, not {cfg.kd!r}"),
         (min(cfg.fitnets_weight, cfg.ld_weight, cfg.pkd_weight, cfg.spkd_weight) >= 0
          and cfg.ld_temperature > 0, "fitnets/ld/pkd/spkd weights must be >= 0 and ld_temperature > 0"),
+        (cfg.teacher in MODEL_TEACHERS or not cfg.teacher_model,
+         f"teacher_model names the open_clip network of --teacher clip or clip-random; the "
+         f"{cfg.teacher or 'absent'} teacher has none, so drop --teacher-model"),
         (cfg.agkd_distance in ("l2", "l1"), "agkd_distance must be l2 or l1"),
         (cfg.kd_every >= 1, "kd_every must be at least 1 (1 = KD on every D step)"),
         (cfg.kd_target_norm in ("none", "rms", "standard"), "kd_target_norm must be none, rms or standard"),
@@ -558,6 +566,8 @@ def resolve(preset: str | None, overrides: dict[str, Any]) -> TrainConfig:
             )
         values.update(PRESETS[preset].overrides)
     values.update({k: v for k, v in overrides.items() if v is not None})
+    if values.get("teacher") in MODEL_TEACHERS and not values.get("teacher_model"):
+        values["teacher_model"] = DEFAULT_TEACHER_MODEL  # recorded as used, not left implicit
     unknown = sorted(set(values) - set(field_names()))
     if unknown:
         raise KdganError(
@@ -573,9 +583,18 @@ def to_dict(cfg: TrainConfig) -> dict[str, Any]:
     return d
 
 
+def upgrade(d: dict[str, Any]) -> dict[str, Any]:
+    """A saved config dict in the current conventions: earlier versions wrote teacher_model
+    ViT-B-32 for teachers that have no model choice (none, inception, clip-tiny-random)."""
+    d = dict(d)
+    if d.get("teacher", "") not in MODEL_TEACHERS:
+        d["teacher_model"] = ""
+    return d
+
+
 def from_dict(d: dict[str, Any]) -> TrainConfig:
     """Rebuild a config saved by `to_dict` (unknown keys from newer versions are an error)."""
-    return resolve(None, dict(d))
+    return resolve(None, upgrade(d))
 
 
 def dumps(cfg: TrainConfig) -> str:

@@ -20,11 +20,17 @@ from kdgan.utils.dist import resolve_device
 def generate_images(ckpt: str | os.PathLike, num: int, outdir: str | os.PathLike, seed: int = 0,
                     class_index: int | None = None, batch_size: int = 64, device: str = "auto",
                     npz: bool = False, truncation: float = 1.0, noise_mode: str = "const") -> dict[str, str]:
-    """Write `num` PNGs (000000.png, ...) from the EMA generator; the same seed gives the same
-    images whatever the batch size and `num` (StyleGAN2: with noise_mode const). Classes are
-    taken in turn unless `class_index` is given. `truncation` and `noise_mode` apply to StyleGAN2.
-    A generator sampled with BatchNorm batch statistics (bn_mode batch) runs whole batches of
-    its bn_batch images, so `num` is rounded up internally and the extra images dropped."""
+    """Write `num` PNGs (000000.png, ...) from the EMA generator. Classes are taken in turn
+    unless `class_index` is given. `truncation` and `noise_mode` apply to StyleGAN2.
+
+    The promise: the same seed and batch size give bit-identical images on the same machine
+    and software. z is drawn for all `num` images before batching, so another batch size
+    gives the same images up to float rounding: every pixel within 1 (of 255), as the float
+    kernels a library picks may depend on the batch shape. With noise_mode random (StyleGAN2)
+    the noise is drawn batch by batch, so it changes with the batch size. A generator sampled
+    with BatchNorm batch statistics (bn_mode batch) runs whole batches of its bn_batch images,
+    whatever the batch size asked for (`num` is rounded up internally, the extra images dropped).
+    """
     dev = resolve_device(device)
     G = load_generator(ckpt, dev)
     group = G.bn_batch if getattr(G, "bn_mode", None) == "batch" else 1

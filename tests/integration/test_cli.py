@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -106,12 +107,13 @@ def test_stylegan2_da_kd_ada_lecam_kill9_resume_generate_evaluate(tmp_path, imag
     assert a["objective"]["ada"]["p"].item() != 0.5  # p moved (3 updates of +-0.1)
     assert a["nets"]["D"]["config"]["kd_dim"] == 32 and a["nets"]["G"]["config"]["c_dim"] == 2
 
-    kdgan("generate", "--ckpt", run_b / "export", "--num", "6", "--outdir", tmp_path / "gen", "--npz",
-          "--device", "cpu", "--truncation", "0.7")
-    kdgan("generate", "--ckpt", run_b / "export", "--num", "6", "--outdir", tmp_path / "gen2", "--npz",
-          "--device", "cpu", "--truncation", "0.7", "--batch-size", "4")
-    first, again = (np.load(tmp_path / d / "images.npz")["arr_0"] for d in ("gen", "gen2"))
-    assert first.shape == (6, 64, 64, 3) and np.array_equal(first, again)  # batch size does not matter
+    for folder, batch in (("gen", "6"), ("gen-again", "6"), ("gen2", "4")):
+        kdgan("generate", "--ckpt", run_b / "export", "--num", "6", "--outdir", tmp_path / folder, "--npz",
+              "--device", "cpu", "--truncation", "0.7", "--batch-size", batch)
+    first, same, other = (np.load(tmp_path / d / "images.npz")["arr_0"] for d in ("gen", "gen-again", "gen2"))
+    # the promise of `kdgan generate --help`: bit-identical at the same batch size, within 1/255 at another
+    assert first.shape == (6, 64, 64, 3) and np.array_equal(first, same)
+    assert np.abs(first.astype(int) - other.astype(int)).max() <= 1
     out = kdgan("evaluate", "--ckpt", run_b / "export", "--data", image_folder, "--protocol", "custom",
                 "--num-gen", "8", "--metrics", "fid,kid", "--inception", "tf-torchscript", env=env)
     assert "| fid |" in out.stdout and "| kid x 1e3 |" in out.stdout
@@ -126,6 +128,10 @@ def test_resume_after_a_shorter_run_equals_uninterrupted(tmp_path, image_folder)
     assert "resumed from step 3" in out.stdout
     final = "checkpoints/ckpt-000000006.pt"
     assert same_weights(tmp_path / "a" / final, tmp_path / "b" / final)
+    fewer = kdgan(*common, "--steps", "4", "--outdir", tmp_path / "b")  # fewer steps than the run has done
+    assert "done: step" not in fewer.stdout
+    assert f"nothing to train: {tmp_path / 'b'} already holds step 6, past --steps 4." in fewer.stdout
+    assert "re-run with --steps N larger than 6" in fewer.stdout and "use a new --outdir" in fewer.stdout
 
 
 @pytest.mark.parametrize("args,message", [
@@ -318,6 +324,13 @@ def test_compress_train_resume_and_report(tmp_path, image_folder):
     (tmp_path / "s" / "report.md").unlink()
     bad = kdgan("compress", "--report", tmp_path / "s", "--report-protocol", "cifar", check=False, env=env)
     assert bad.returncode == 2 and "test" in bad.stderr  # the folder has no test split: one clear line
+    # the same mistake in a new run is refused before its first step, and every flag it suggests exists
+    early = kdgan(*common, "--report-protocol", "cifar", "--outdir", tmp_path / "never", check=False)
+    assert early.returncode == 2 and not (tmp_path / "never").exists()
+    flags = set(re.findall(r"--[a-z][a-z-]+", early.stderr + bad.stderr))
+    assert {"--report-ref", "--report-ref-split", "--report-protocol"} <= flags
+    help_text = kdgan("compress", "--help").stdout
+    assert all(f in help_text for f in flags), flags - {f for f in flags if f in help_text}
     kdgan("compress", "--report", tmp_path / "s", env=env)
     report = (tmp_path / "s" / "report.md").read_text()
     for row in ("| parameters |", "| multiply-adds / image |", "| latency, batch 1, CPU",
@@ -338,3 +351,28 @@ def test_compress_train_resume_and_report(tmp_path, image_folder):
     bad = kdgan("compress", "--teacher", teacher, "--data", unlabeled, "--outdir", tmp_path / "b",
                 "--device", "cpu", "--batch-size", "4", check=False)
     assert bad.returncode == 2 and "conditional on 2 classes but the data has no labels" in bad.stderr
+
+
+def test_second_training_in_the_same_folder_is_refused_and_kill9_frees_the_folder(tmp_path, image_folder):
+    train = ["train", "--data", image_folder, "--preset", "tiny", "--steps", "100000", "--device", "cpu",
+             "--set", "ckpt_every_steps=100000", "--set", "sample_every_steps=100000",
+             "--outdir", tmp_path / "run"]
+    first = subprocess.Popen([*KDGAN, *map(str, train)], env=ENV, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    log = tmp_path / "run" / "log.jsonl"
+    deadline = time.time() + 300
+    try:
+        while not (log.exists() and log.read_text().count("\n") >= 2):  # training steps
+            assert first.poll() is None and time.time() < deadline
+            time.sleep(0.05)
+        second = kdgan(*train, check=False)
+        assert second.returncode == 2 and "Traceback" not in second.stderr
+        errors = [ln for ln in second.stderr.splitlines() if ln.startswith("error:")]
+        assert len(errors) == 1 and f"in use by another kdgan training (pid {first.pid} on " in errors[0]
+        assert "training tiny" not in second.stderr and "training biggan" not in second.stderr
+        assert first.poll() is None  # the first run is untouched
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.communicate()
+    again = kdgan(*train[:-1], tmp_path / "run", "--steps", "3")  # kill -9 leaves no stale lock
+    assert "done: step 3 of 3" in again.stdout

@@ -1,11 +1,12 @@
 import hashlib
+import json
 
 import numpy as np
 import pytest
 import torch
 
 from kdgan import load_generator
-from kdgan.config import resolve
+from kdgan.config import RESUMABLE_FIELDS, resolve
 from kdgan.data import ImageSet
 from kdgan.errors import KdganError, TrainingDiverged
 from kdgan.training.checkpoint import FORMAT, CheckpointManager, load_checkpoint, save_atomic
@@ -138,3 +139,42 @@ def test_mixed_precision_steps_run_and_stay_finite(tmp_path, precision):
     assert all(torch.isfinite(v) for v in logs.values())
     assert all(p.dtype == torch.float32 for p in t.G.parameters())  # master weights stay fp32
     assert t.scalers["D"].is_enabled() == (precision == "fp16")
+
+
+def test_checkpoints_by_wall_time_as_well_as_by_steps(tmp_path, monkeypatch):
+    from kdgan.training import loop
+
+    t = tiny_trainer(tmp_path, steps=10, ckpt_every_steps=1000, ckpt_every_minutes=30, keep_ckpts=20,
+                     log_every_steps=4)
+    monkeypatch.setattr(loop, "_clock", lambda: t.step * 600.0)  # every G step takes 10 minutes
+    t.run()
+    assert t.ckpts.steps() == [3, 6, 9, 10]  # 30 minutes after the start or the last checkpoint, and the end
+    off = tiny_trainer(tmp_path / "off", steps=10, ckpt_every_steps=1000, ckpt_every_minutes=0)
+    monkeypatch.setattr(loop, "_clock", lambda: off.step * 600.0)
+    off.run()
+    assert off.ckpts.steps() == [10]
+    assert "ckpt_every_minutes" in RESUMABLE_FIELDS  # changing it on resume is allowed
+    with pytest.raises(KdganError, match="ckpt_every_minutes must be >= 0"):
+        resolve("tiny", {"ckpt_every_minutes": -1})
+
+
+def test_config_records_effective_teacher_model_and_conditional_and_old_runs_resume(tmp_path):
+    assert resolve("demo-kd", {}).teacher_model == ""  # the inception teacher has no model choice
+    assert resolve("demo-kd", {"teacher": "clip"}).teacher_model == "ViT-B-32"
+    assert resolve("demo-kd", {"teacher": "clip", "teacher_model": "RN50"}).teacher_model == "RN50"
+    with pytest.raises(KdganError, match="drop --teacher-model"):
+        resolve("demo-kd", {"teacher_model": "ViT-L-14"})
+    unlabelled = ImageSet(tiny_data().images)
+    cfg = resolve("tiny", {"data": "in-memory", "device": "cpu", "steps": 2})
+    assert cfg.conditional  # asked for; the data has no labels
+    t = Trainer(cfg, tmp_path, dataset=unlabelled)
+    t.run()
+    written = json.loads((tmp_path / "config.json").read_text())
+    assert written["conditional"] is False and written["teacher_model"] == ""
+    ckpt = load_checkpoint(t.ckpts.path(2))
+    assert ckpt["config"]["conditional"] is False
+    ckpt["config"].update(conditional=True, teacher_model="ViT-B-32")  # as earlier versions wrote it
+    again = Trainer(resolve("tiny", {"data": "in-memory", "device": "cpu", "steps": 3}), tmp_path,
+                    dataset=unlabelled)
+    again.load_state_dict(ckpt)
+    assert again.step == 2

@@ -215,3 +215,81 @@ def test_stylegan2_teacher_compresses_into_a_narrower_stylegan2_with_the_teacher
     trainer = Trainer(config_lib.resolve(None, f), tmp_path / "run-dcgan")
     assert trainer.G.config["arch"] == "dcgan" and trainer.G(torch.randn(2, 8), None).shape == (2, 3, 32, 32)
     trainer.train_step()
+
+
+def _biggan_teacher(tmp_path, ch, z_dim=64, c_dim=0):
+    torch.manual_seed(0)
+    G = build_generator({"arch": "biggan", "z_dim": z_dim, "c_dim": c_dim, "img_resolution": 32, "ch": ch})
+    return G, save_generator(tmp_path / f"teacher-ch{ch}", G.state_dict(), G.config, {"d_ch": ch}, [], 0)
+
+
+def _size(fields):
+    config = {"arch": fields["arch"], "z_dim": fields["z_dim"], "c_dim": 0, "img_resolution": 32,
+              "ch": fields["g_ch"]}
+    G = build_generator(config)
+    return count_parameters(G), count_macs_per_image(G)
+
+
+@pytest.mark.parametrize("student", ["dcgan", "mlp", "same"])
+def test_default_student_is_the_widest_smaller_than_the_teacher(tmp_path, student, caplog):
+    G_t, teacher = _biggan_teacher(tmp_path, 16)  # the demo's teacher: 303k parameters, 106M mult-adds
+    t_params, t_macs = count_parameters(G_t), count_macs_per_image(G_t)
+    caplog.set_level("INFO", logger="kdgan")
+    auto = compress_fields(str(teacher), student, None, "akdg")
+    params, macs = _size(auto)
+    assert params < t_params and macs < t_macs
+    assert "(auto: the widest with fewer parameters and multiply-adds" in caplog.text
+    chosen = float(caplog.text.split("--width ")[1].split()[0])
+    wider = _size(compress_fields(str(teacher), student, 2 * chosen, "akdg"))
+    assert wider[0] >= t_params or wider[1] >= t_macs  # twice as wide would not be smaller
+    assert "is not smaller than the teacher" in caplog.text  # the explicit wider one was warned about
+    if student == "dcgan":
+        assert chosen == 0.25 and auto["g_ch"] == 128
+
+
+def test_no_smaller_student_is_refused_with_the_fix(tmp_path):
+    _, teacher = _biggan_teacher(tmp_path, 1, z_dim=2)
+    with pytest.raises(KdganError, match="no --student mlp width .* than this teacher.*--student same"):
+        compress_fields(str(teacher), "mlp", None, "akdg")
+
+
+def test_report_wording_says_slower_when_the_student_is_slower():
+    from kdgan.compress import format_report
+
+    row = {"arch": "biggan", "width": "ch 16", "parameters": 1000, "macs_per_image": 10_000}
+    quality = {"protocol": "fewshot", "generated": {"num_images": 10, "seeds": [0]}, "notes": [],
+               "reference": {"num_images": 10, "source": "lfw-faces", "split": "all",
+                             "content_sha256": "0" * 64},
+               "feature_extractor": "x", "resize": "y"}
+    report = {"run": "/r", "step": 1, "method": "akdg", "teacher": "t", "teacher_sha256": "0" * 64,
+              "devices": {"cpu": "CPU"}, "grid": "/r/samples/g.png", "quality": {"teacher": quality},
+              "rows": {"teacher": {**row, "cpu/latency_ms_b1": 5.0, "cpu/throughput_b256": 100.0},
+                       "student": {**row, "cpu/latency_ms_b1": 7.05, "cpu/throughput_b256": 71.0}}}
+    md = format_report(report)
+    assert "| 1.41x slower |" in md and "| 1.41x slower |" in md.split("throughput")[1]
+    assert "faster" not in md and "0.71x" not in md
+    assert "(lfw-faces, all images, sha256" in md
+
+
+def test_report_is_checked_before_training_and_falls_back_without_a_test_split(tmp_path, caplog):
+    from kdgan.compress import report_settings
+
+    flat = write_image_folder(tmp_path / "flat", {"x": 4})  # no split folders
+    split = tmp_path / "split"
+    write_image_folder(split / "train", {"a": 2})
+    write_image_folder(split / "test", {"a": 2})
+    cfg = config_lib.resolve(None, {"data": str(flat / "x")})
+    caplog.set_level("INFO", logger="kdgan")
+    proto, source = report_settings(cfg)
+    assert (proto.name, proto.ref_split, source) == ("fewshot", "train", str(flat / "x"))
+    assert "report uses protocol fewshot instead" in caplog.text
+    assert report_settings(cfg, ref=str(split))[0].name == "cifar"  # the reference has test/
+    assert report_settings(config_lib.resolve(None, {"data": "cifar10"}))[0].name == "cifar"  # not loaded
+    assert report_settings(cfg, "custom", 8)[0].num_gen == 8
+    refusals = [({"protocol": "cifar"}, "--report-ref DATA"), ({"ref_split": "test"}, "--report-ref"),
+                ({"protocol": "custom"}, "--report-num-gen N")]
+    for kwargs, flag in refusals:
+        with pytest.raises(KdganError, match=flag):
+            report_settings(cfg, **kwargs)
+    with pytest.raises(KdganError, match="does not exist"):
+        report_settings(cfg, ref=str(tmp_path / "missing"))

@@ -1,3 +1,5 @@
+import socket
+
 import numpy as np
 import pytest
 import scipy.linalg
@@ -5,7 +7,14 @@ import torch
 from PIL import Image
 
 from kdgan.errors import KdganError
-from kdgan.metrics import evaluate, extract_features, get_protocol, load_inception, reference_features
+from kdgan.metrics import (
+    evaluate,
+    extract_features,
+    format_table,
+    get_protocol,
+    load_inception,
+    reference_features,
+)
 from kdgan.metrics.compute import (
     compute_fid,
     compute_is,
@@ -175,3 +184,58 @@ def test_interrupted_feature_extraction_continues_from_its_partial_save(inceptio
     resumed = extract_features(images, counting, batch_size=2, partial=partial).pool3
     assert counting.calls == -99  # only the last batch was computed
     torch.testing.assert_close(resumed, full)
+
+
+def test_one_repeat_output_has_no_std_no_none_and_kid_scaled_the_same_everywhere(inception, tmp_path,
+                                                                                  monkeypatch, caplog):
+    monkeypatch.setenv("KDGAN_CACHE_DIR", str(tmp_path / "cache"))
+    flat = tmp_path / "flat"  # no split folders, like the built-in lfw-faces
+    flat.mkdir()
+    rng = np.random.default_rng(2)
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(flat / f"{i}.png")
+    ref = reference_features(str(flat), "train", inception)
+    assert ref.info["split"] == "all"
+    caplog.set_level("INFO", logger="kdgan")
+    result = evaluate(lambda s: rng.integers(0, 256, (5, 32, 32, 3), dtype=np.uint8), ref, inception,
+                      get_protocol("custom", num_gen=5), ("fid", "kid"), repeats=1)
+    table = format_table(result)
+    kid_x1e3 = f"{result['metrics']['kid']['mean'] * 1e3:.4f}"
+    assert "| metric | value | repeats |" in table and "+-" not in table
+    assert f"| kid x 1e3 | {kid_x1e3} | 1 |" in table
+    assert f"({flat}, all images, sha256" in table and "None" not in table
+    repeat_line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("repeat 1/1"))
+    assert f"kid x 1e3 {result['metrics']['kid']['mean'] * 1e3:.4g}," in repeat_line  # the table's scale
+    assert "None" not in " ".join(r.getMessage() for r in caplog.records)
+
+
+def test_offline_is_detected_before_any_download_and_said_once(tmp_path, monkeypatch, caplog, capfd):
+    from kdgan.metrics import inception as inception_module
+
+    assert not inception_module.reachable("https://kdgan-test.invalid/w.pth")  # RFC 2606: never resolves
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        assert inception_module.reachable(f"https://127.0.0.1:{server.getsockname()[1]}/w.pth")
+    for var in ("https_proxy", "HTTPS_PROXY", "KDGAN_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))  # no cached weights
+    monkeypatch.setattr(inception_module, "URL_INCEPTION_V3", "https://kdgan-test.invalid/w.pth")
+    caplog.set_level("INFO", logger="kdgan")
+    extractor = load_inception("auto", "cpu")
+    assert extractor.name == "kdgan-inception-v3-tf-torchscript"
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1 and lines[0].startswith("Inception: the TF Inception-v3 TorchScript")
+    assert "offline" in lines[0]
+    assert "Downloading" not in capfd.readouterr().err
+    with pytest.raises(KdganError, match="offline; put weights-inception"):
+        load_inception("torch-fidelity", "cpu")
+
+
+def test_long_extractions_announce_their_duration(inception, monkeypatch, caplog):
+    from kdgan.metrics import reference
+
+    ticks = iter(range(0, 10_000, 100))
+    monkeypatch.setattr(reference, "_clock", lambda: next(ticks))  # every image takes 100 s
+    caplog.set_level("INFO", logger="kdgan")
+    images = np.zeros((3, 32, 32, 3), np.uint8)
+    extract_features(images, inception, batch_size=1, desc="generated features 1/1")
+    assert "generated features 1/1: about 3 min for the remaining 2 images (0.0 images/s)" in caplog.text

@@ -12,6 +12,7 @@ import os
 import pickle
 import tarfile
 import urllib.request
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -106,13 +107,16 @@ def load(name: str, split: str, resolution: int | None) -> ImageSet:
             batches = [read(m) for m in members]
             names_key = b"fine_label_names" if hundred else b"label_names"
             class_names = [c.decode() for c in read(meta_member)[names_key]]
-    except (tarfile.TarError, pickle.UnpicklingError, KeyError, OSError, EOFError) as e:
+        images = np.concatenate([b[b"data"] for b in batches]).reshape(-1, 3, 32, 32)
+        images = images.transpose(0, 2, 3, 1).astype(np.uint8, copy=True)
+        labels = np.concatenate([np.asarray(b[label_key], dtype=np.int64) for b in batches])
+        if len(labels) != len(images):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+    except (tarfile.TarError, pickle.UnpicklingError, KeyError, OSError, EOFError, zlib.error, ValueError,
+            TypeError, AttributeError) as e:
         raise KdganError(
-            f"{path} is not a readable CIFAR python archive ({e}); download it again"
+            f"{path} is not a readable CIFAR python archive ({type(e).__name__}: {e}); download it again"
         ) from None
-    images = np.concatenate([b[b"data"] for b in batches]).reshape(-1, 3, 32, 32)
-    images = images.transpose(0, 2, 3, 1).copy()
-    labels = np.concatenate([np.asarray(b[label_key], dtype=np.int64) for b in batches])
     if resolution is not None and resolution != 32:
         images = np.stack([np.asarray(to_rgb_square(Image.fromarray(x), resolution)) for x in images])
     # "order": the archives hold the images in the original order, over which the released code

@@ -13,9 +13,10 @@ from torch import nn
 
 from kdgan.data import to_uint8
 from kdgan.errors import KdganError
+from kdgan.metrics import reference
 from kdgan.metrics.compute import compute_fid, compute_is, compute_kid, compute_precision_recall
 from kdgan.metrics.inception import RESIZE, InceptionFeatures
-from kdgan.metrics.reference import FeatureSet, extract_features
+from kdgan.metrics.reference import FeatureSet, describe_source, extract_features
 from kdgan.metrics.vgg import VGG_WEIGHTS_FILE, vgg16_weights_path
 
 log = logging.getLogger(__name__)
@@ -104,9 +105,13 @@ def generate_uint8(G: nn.Module, num: int, seed: int, batch_size: int = 100,
     # `seed` alone and the caller's (training) RNG stream is untouched.
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
-        for start in range(0, num, batch_size):
+        for i, start in enumerate(range(0, total, batch_size)):
+            t0 = reference._clock()
             x = G(z[start:start + batch_size].to(device), y[start:start + batch_size].to(device))
             out.append(to_uint8(x).numpy())
+            if i == 1:  # the first batch pays one-off set-up
+                reference._announce_duration(f"generating {num} images", num - start,
+                                             len(x) / max(reference._clock() - t0, 1e-9))
     G.train(was_training)
     return np.concatenate(out)[:num]
 
@@ -169,6 +174,7 @@ def evaluate(sample, ref: FeatureSet, extractor: InceptionFeatures, protocol: Pr
     runs, notes, num = [], [], 0
     pr_features = None
     for r in range(repeats):
+        t0 = reference._clock()
         out = sample(seed + r)
         pr_gen = None
         if isinstance(out, FeatureSet):
@@ -188,7 +194,12 @@ def evaluate(sample, ref: FeatureSet, extractor: InceptionFeatures, protocol: Pr
         runs.append(values)
         notes += [x for x in n if x not in notes]
         log.info("repeat %d/%d: %s", r + 1, repeats,
-                 ", ".join(f"{k} {v:.4g}" for k, v in values.items() if isinstance(v, float)))
+                 ", ".join(f"{name} {v * scale:.4g}" for k, v in values.items() if isinstance(v, float)
+                           for name, scale in [display(k)]))
+        if r == 0 and repeats > 1:
+            minutes = (reference._clock() - t0) * (repeats - 1) / 60
+            if minutes >= 1:
+                log.info("about %d min for the remaining %d repeats", round(minutes), repeats - 1)
     result: dict[str, Any] = {
         "protocol": protocol.name,
         "protocol_description": protocol.description,
@@ -206,20 +217,32 @@ def evaluate(sample, ref: FeatureSet, extractor: InceptionFeatures, protocol: Pr
     return result
 
 
+def display(key: str) -> tuple[str, float]:
+    """How a metric is shown wherever it is printed: (name, scale). KID is shown x 1e3."""
+    if key in ("kid", "kid_subset_std"):
+        return key.replace("_", " ") + " x 1e3", 1e3
+    return key, 1.0
+
+
 def format_table(result: dict[str, Any]) -> str:
-    """A small markdown table (metric | mean +- std | repeats) and the protocol line under it."""
-    rows = ["| metric | mean +- std | repeats |", "| --- | --- | --- |"]
+    """A small markdown table (metric | value, or mean +- std over repeats | repeats) and the
+    protocol line under it."""
+    repeated = any(len(v["values"]) > 1 for v in result["metrics"].values())
+    rows = [f"| metric | {'mean +- std' if repeated else 'value'} | repeats |", "| --- | --- | --- |"]
     for key, v in result["metrics"].items():
         if key in ("kid_subset_std", "is_split_std"):  # spreads within one repeat: in the JSON only
             continue
-        scale, name = (1e3, "kid x 1e3") if key == "kid" else (1.0, key)
-        rows.append(f"| {name} | {v['mean'] * scale:.4f} +- {v['std'] * scale:.4f} | {len(v['values'])} |")
+        name, scale = display(key)
+        value = f"{v['mean'] * scale:.4f}"
+        if len(v["values"]) > 1:
+            value += f" +- {v['std'] * scale:.4f}"
+        rows.append(f"| {name} | {value} | {len(v['values'])} |")
     for key, reason in result.get("unavailable", {}).items():
         rows.append(f"| {key} | unavailable | {reason} |")
     ref, gen = result["reference"], result["generated"]
     rows += ["", (
         f"protocol {result['protocol']}: {gen['num_images']} generated (seeds {gen['seeds']}) vs "
-        f"{ref['num_images']} reference images ({ref['source']}, split {ref['split']}, sha256 "
+        f"{ref['num_images']} reference images ({describe_source(ref['source'], ref['split'])}, sha256 "
         f"{ref['content_sha256'][:12]}); {result['feature_extractor']}, resize {result['resize']}"
     )]
     if "pr_features" in result:

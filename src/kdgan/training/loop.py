@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import logging
 import os
 import signal
@@ -32,6 +33,7 @@ from kdgan.teachers import build_teacher
 from kdgan.teachers.prompts import resolve_prompts
 from kdgan.training.checkpoint import FORMAT, CheckpointManager
 from kdgan.training.ema import ema_decay_at, update_ema
+from kdgan.training.lock import run_lock
 from kdgan.training.monitor import RunMonitor, save_image_grid
 from kdgan.training.objectives import (
     Discriminators,
@@ -53,6 +55,7 @@ log = logging.getLogger(__name__)
 
 # Real data below this size is kept on the GPU, so batches are gathered there.
 _GPU_DATA_BYTES = 2 << 30
+_clock = time.monotonic  # wall clock of the time-based checkpoints (tests replace it)
 
 
 def load_training_set(cfg: TrainConfig) -> ImageSet:
@@ -131,6 +134,7 @@ class Trainer:
         self.data_hash = self.dataset.content_hash()
         use_labels = cfg.conditional and self.dataset.labels is not None
         self.c_dim = self.dataset.num_classes if use_labels else 0
+        self.cfg = cfg = dataclasses.replace(cfg, conditional=use_labels)  # record what is used
 
         self.G_teacher, self.G_teacher_sha256 = None, ""  # compression: frozen, never saved
         if cfg.compress_teacher:
@@ -140,6 +144,7 @@ class Trainer:
             check_teacher_fits(self.G_teacher, cfg, self.dataset)
             self.c_dim = self.G_teacher.c_dim
             use_labels = self.c_dim > 0
+            self.cfg = cfg = dataclasses.replace(cfg, conditional=use_labels)
 
         self.teacher = None  # frozen; never in an optimiser or a checkpoint
         if config_lib.kd_terms(cfg):
@@ -458,7 +463,9 @@ class Trainer:
         """Restore a checkpoint written by `state_dict` (after checking it fits this run)."""
         # fields added after a checkpoint was written take the values that reproduce what it
         # computed (LEGACY_VALUES), else their defaults; fields with no effect in both are skipped
-        saved = {**config_lib.to_dict(TrainConfig()), **config_lib.LEGACY_VALUES, **ckpt["config"]}
+        saved = config_lib.upgrade({**config_lib.to_dict(TrainConfig()), **config_lib.LEGACY_VALUES,
+                                    **ckpt["config"]})
+        saved["conditional"] = bool(ckpt["nets"]["G"]["config"].get("c_dim"))  # the effective value
         now = config_lib.to_dict(self.cfg)
         skip = RESUMABLE_FIELDS | (config_lib.inactive_fields(saved) & config_lib.inactive_fields(now))
         diff = [f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in now
@@ -583,8 +590,26 @@ class Trainer:
             stop = bool(flag.item() > 0)
         return stop
 
+    def _checkpoint_overdue(self, since: float, at_log: bool) -> bool:
+        """True when `ckpt_every_minutes` have passed since `since` (the last checkpoint or the
+        start). Under torchrun rank 0's clock decides, at log steps (one broadcast)."""
+        minutes = self.cfg.ckpt_every_minutes
+        if minutes <= 0 or (self.info.world_size > 1 and not at_log):
+            return False
+        due = _clock() - since >= minutes * 60
+        if self.info.world_size > 1:
+            flag = torch.tensor([float(due)], device=self.device)
+            dist.broadcast(flag, src=0)
+            due = bool(flag.item() > 0)
+        return due
+
     def run(self) -> dict[str, Any]:
-        """Train to `cfg.steps` (resuming from the run folder), export, and return a summary."""
+        """Train to `cfg.steps` (resuming from the run folder), export, and return a summary.
+        The main process holds the run folder's lock throughout: a second training refuses."""
+        with run_lock(self.run_dir) if self.info.is_main else contextlib.nullcontext():
+            return self._run()
+
+    def _run(self) -> dict[str, Any]:
         cfg, main = self.cfg, self.info.is_main
         ckpt = self.ckpts.load_latest()
         resumed_from = None
@@ -611,6 +636,7 @@ class Trainer:
         count = 0
         bad = torch.zeros((), dtype=torch.int64, device=self.device)
         t0, start_step = time.perf_counter(), self.step
+        last_ckpt_time = _clock()
         stopped = False
         try:
             while self.step < cfg.steps:
@@ -633,7 +659,8 @@ class Trainer:
                     self.save_samples(path)
                     monitor.add_image("samples", path, self.step)
                 at_eval = cfg.eval_every_steps > 0 and (self.step % cfg.eval_every_steps == 0 or last)
-                at_ckpt = self.step % cfg.ckpt_every_steps == 0 or last or stop
+                at_ckpt = (self.step % cfg.ckpt_every_steps == 0 or last or stop
+                           or self._checkpoint_overdue(last_ckpt_time, at_log))
                 if at_eval or at_ckpt:
                     self._check_finite(logs, bad)
                     state = self.state_dict()  # collective under torchrun: every rank calls it
@@ -647,6 +674,8 @@ class Trainer:
                     monitor.reset_clock()
                 if at_ckpt and main:
                     self.ckpts.save(state, self.step)
+                if at_ckpt:
+                    last_ckpt_time = _clock()
                 if stop:
                     stopped = True
                     break
