@@ -39,182 +39,45 @@ PARTS = ("env", "tests", "speed", "profile", "compile", "metrics", "compare")
 def commands(part: str, data: Path, out: Path, quick: bool) -> list[tuple[str, list[str], int]]:
     """(label, argv, timeout seconds) of each command of a part."""
     py = sys.executable
-    b = str(ROOT / "benchmarks")
+
+    def bench(label: str, script: str, args: str, timeout: int) -> tuple[str, list[str], int]:
+        return label, [py, str(ROOT / "benchmarks" / script), "--device", "cuda", *args.split()], timeout
+
     r = "3" if quick else "5"
     if part == "tests":
-        return [
-            (
-                "pytest -m gpu",
-                [
-                    py,
-                    "-m",
-                    "pytest",
-                    "-m",
-                    "gpu",
-                    "-q",
-                    "-p",
-                    "no:cacheprovider",
-                    str(ROOT / "tests" / "gpu"),
-                ],
-                540,
-            )
-        ]
+        return [("pytest -m gpu", [py, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider",
+                                   str(ROOT / "tests" / "gpu")], 540)]
     if part == "speed":
-        cmds = []
-        for prec in ("fp32", "bf16"):
-            cmds.append(
-                (
-                    f"train_step {prec}",
-                    [
-                        py,
-                        f"{b}/train_step.py",
-                        "--device",
-                        "cuda",
-                        "--precision",
-                        prec,
-                        "--steps",
-                        "5",
-                        "--repeats",
-                        r,
-                    ],
-                    120,
-                )
-            )
-        for prec in ("fp32", "bf16"):
-            cmds.append(
-                (
-                    f"kd_overhead {prec}",
-                    [
-                        py,
-                        f"{b}/kd_overhead.py",
-                        "--device",
-                        "cuda",
-                        "--precision",
-                        prec,
-                        "--steps",
-                        "5",
-                        "--repeats",
-                        "3",
-                    ],
-                    150,
-                )
-            )
-        for prec in ("fp32", "bf16"):
-            cmds.append(
-                (
-                    f"stylegan2 {prec}",
-                    [
-                        py,
-                        f"{b}/stylegan2_step.py",
-                        "--device",
-                        "cuda",
-                        "--precision",
-                        prec,
-                        "--steps",
-                        "16",
-                        "--repeats",
-                        "2" if quick else "3",
-                        *(["--teacher", "none"] if quick else []),
-                    ],
-                    240,
-                )
-            )
+        sg2 = f"--steps 16 --repeats {'2 --teacher none' if quick else '3'}"
+        cmds = [bench(f"train_step {p}", "train_step.py", f"--precision {p} --steps 5 --repeats {r}", 120)
+                for p in ("fp32", "bf16")]
+        cmds += [bench(f"kd_overhead {p}", "kd_overhead.py", f"--precision {p} --steps 5 --repeats 3", 150)
+                 for p in ("fp32", "bf16")]
+        cmds += [bench(f"stylegan2 {p}", "stylegan2_step.py", f"--precision {p} {sg2}", 240)
+                 for p in ("fp32", "bf16")]
         if not quick:
-            cmds.append(("compress", [py, f"{b}/compress.py", "--device", "cuda"], 120))
+            cmds.append(bench("compress", "compress.py", "", 120))
         return cmds
     if part == "profile":
-        return [
-            (
-                f"profile {preset} {prec}",
-                [
-                    py,
-                    f"{b}/profile_step.py",
-                    "--preset",
-                    preset,
-                    "--device",
-                    "cuda",
-                    "--precision",
-                    prec,
-                    "--steps",
-                    "3",
-                    "--top",
-                    "20",
-                ],
-                150,
-            )
-            for preset, prec in (
-                ("biggan-cifar10-10pct-da", "fp32"),
-                ("stylegan2-obama-da", "fp32"),
-                ("stylegan2-obama-da", "bf16"),
-            )
-        ][: 2 if quick else 3]
+        runs = [("biggan-cifar10-10pct-da", "fp32"), ("stylegan2-obama-da", "fp32"),
+                ("stylegan2-obama-da", "bf16")]
+        return [bench(f"profile {preset} {p}", "profile_step.py",
+                      f"--preset {preset} --precision {p} --steps 3 --top 20", 150)
+                for preset, p in runs[: 2 if quick else 3]]
     if part == "compile":
-        return [
-            (
-                "train_step fp32 compiled",
-                [py, f"{b}/train_step.py", "--device", "cuda", "--compile", "--steps", "5", "--repeats", r],
-                300,
-            ),
-            (
-                "stylegan2 fp32 compiled",
-                [
-                    py,
-                    f"{b}/stylegan2_step.py",
-                    "--device",
-                    "cuda",
-                    "--compile",
-                    "--teacher",
-                    "none",
-                    "--steps",
-                    "16",
-                    "--repeats",
-                    "2",
-                ],
-                300,
-            ),
-        ]
+        return [bench("train_step fp32 compiled", "train_step.py", f"--compile --steps 5 --repeats {r}", 300),
+                bench("stylegan2 fp32 compiled", "stylegan2_step.py",
+                      "--compile --teacher none --steps 16 --repeats 2", 300)]
     if part == "metrics":
-        return [("metrics 5k", [py, f"{b}/metrics.py", "--device", "cuda", "--num", "5000"], 300)]
+        return [bench("metrics 5k", "metrics.py", "--num 5000", 300)]
     if part == "compare":
         steps, seeds = ("300", "0,1") if quick else ("2000", "0,1,2")
-        return [
-            (
-                "compare DA vs DA+KD",
-                [
-                    py,
-                    "-m",
-                    "kdgan.cli",
-                    "compare",
-                    "--outdir",
-                    str(out / "compare"),
-                    "--arm",
-                    "da=biggan-cifar10-10pct-da",
-                    "--arm",
-                    "da-kd=biggan-cifar10-10pct-da teacher=inception",
-                    "--seeds",
-                    seeds,
-                    "--steps",
-                    steps,
-                    "--data",
-                    str(data),
-                    "--device",
-                    "cuda",
-                    "--set",
-                    "data_fraction=1.0",
-                    "--protocol",
-                    "cifar",
-                    "--num-gen",
-                    "5000",
-                    "--metrics",
-                    "kid,fid,pr",
-                    "--jobs",
-                    "6",
-                    "--inception",
-                    "tf-torchscript",
-                ],
-                590,
-            )
-        ]
+        return [("compare DA vs DA+KD", [
+            py, "-m", "kdgan.cli", "compare", "--outdir", str(out / "compare"),
+            "--arm", "da=biggan-cifar10-10pct-da", "--arm", "da-kd=biggan-cifar10-10pct-da teacher=inception",
+            "--seeds", seeds, "--steps", steps, "--data", str(data), "--device", "cuda",
+            "--set", "data_fraction=1.0", "--protocol", "cifar", "--num-gen", "5000",
+            "--metrics", "kid,fid,pr", "--jobs", "6", "--inception", "tf-torchscript"], 590)]
     return []
 
 
@@ -278,7 +141,8 @@ def result_lines(part: str, text: str) -> list[str]:
         if part == "tests" and (" passed" in s or " failed" in s or s.startswith("FAILED")):
             keep.append(s)
         elif part in ("speed", "compile", "metrics") and (
-            " on " in s or "s/kimg" in s or "img/s" in s or s.startswith(("teacher", "student", "network"))
+            any(k in s for k in (" on ", "s/kimg", "img/s", "ratio", "per G step"))
+            or s.startswith(("teacher", "student", "network"))
         ):
             keep.append(s)
         elif part == "profile" and s and not s.startswith("---"):

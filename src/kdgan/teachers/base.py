@@ -3,9 +3,24 @@
 from __future__ import annotations
 
 import functools
+import importlib
+import os
 
 import torch
 from torch import nn
+
+from kdgan.errors import KdganError
+
+
+def import_optional(module: str, what: str, install: str):
+    """Import a teacher's library, or one KdganError naming what needs it and how to install it.
+    With KDGAN_OFFLINE set, hub downloads fail at once instead of retrying (HF_HUB_OFFLINE)."""
+    if os.environ.get("KDGAN_OFFLINE", "") not in ("", "0"):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise KdganError(f"the {what} teacher needs {module}: {install}") from None
 
 
 def _own_precision(fn):

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from kdgan.errors import KdganError
-from kdgan.teachers.base import Teacher
+from kdgan.teachers.base import Teacher, import_optional
 from kdgan.teachers.clip import CLIP_MEAN, CLIP_STD
 
 DEFAULT_BLIP = "Salesforce/blip-itm-base-coco"
@@ -25,14 +25,7 @@ BLIP_WEIGHTS_ENV = "KDGAN_BLIP_WEIGHTS"
 
 
 def _import_transformers():
-    if os.environ.get("KDGAN_OFFLINE", "") not in ("", "0"):
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # fail at once instead of retrying
-    try:
-        import transformers
-    except ImportError:
-        raise KdganError("the BLIP teacher needs transformers: pip install 'kdgan[blip]' "
-                         "(or pip install transformers)") from None
-    return transformers
+    return import_optional("transformers", "BLIP", "pip install 'kdgan[blip]' (or pip install transformers)")
 
 
 class BLIPTeacher(Teacher):

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from kdgan.errors import KdganError
-from kdgan.teachers.base import Teacher
+from kdgan.teachers.base import Teacher, import_optional
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -22,14 +22,7 @@ WEIGHTS_ENV = "KDGAN_CLIP_WEIGHTS"
 
 
 def _import_open_clip():
-    if os.environ.get("KDGAN_OFFLINE", "") not in ("", "0"):
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # fail at once instead of retrying
-    try:
-        import open_clip
-    except ImportError:
-        raise KdganError("the CLIP teacher needs open_clip: pip install 'kdgan[clip]' "
-                         "(or pip install open_clip_torch)") from None
-    return open_clip
+    return import_optional("open_clip", "CLIP", "pip install open_clip_torch (a kdgan dependency)")
 
 
 class CLIPTeacher(Teacher):
