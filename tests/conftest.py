@@ -32,3 +32,15 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "cifar10-jpeg-10pct.zip").exists():
         pytest.skip("../shared/data is not beside this checkout (only on the team's machines)")
     return SHARED_DATA
+
+
+@pytest.fixture(autouse=True)
+def _kdgan_logger_reaches_caplog():
+    """The CLI points the `kdgan` logger at its own handler and stops propagation; tests that
+    invoke the CLI must not leave it so, or later tests' caplog sees nothing."""
+    import logging
+
+    yield
+    logger = logging.getLogger("kdgan")
+    logger.handlers[:] = []
+    logger.propagate = True

@@ -335,9 +335,24 @@ _DEMO: dict[str, Any] = {
     "ckpt_every_steps": 200, "diffaugment": "color,translation,cutout",
 }
 
+# The CPU-scale KD evidence (docs/kd-evidence.md): 500 CIFAR-10 training images (50 per class, a
+# fixed draw from the 5,000 of cifar10-jpeg-10pct.zip), a 16-channel class-conditional BigGAN,
+# DiffAugment translation,cutout; the teacher is a classifier trained on images the GAN never sees.
+_CIFAR_CPU: dict[str, Any] = {
+    "data_fraction": 0.1, "data_balanced": True, "data_draw": "generator", "g_ch": 16, "d_ch": 16,
+    "z_dim": 64, "batch_size": 20, "d_steps": 2, "g_lr": 5e-4, "d_lr": 5e-4, "steps": 2000,
+    "ema_decay": 0.999, "ema_start_steps": 200, "log_every_steps": 50, "sample_every_steps": 500,
+    "ckpt_every_steps": 500, "diffaugment": "translation,cutout", "eval_protocol": "cifar",
+}
+_CLASSIFIER_KD = {"teacher": "classifier", "kd": "agkd,cgkd"}
+
 PRESETS: dict[str, Preset] = {
     p.name: p
     for p in [
+        Preset("cifar10-cpu-da", "CPU-scale evidence: 500 CIFAR-10 images (--data cifar10-jpeg-10pct.zip), "
+               "16-channel BigGAN, DiffAugment", _CIFAR_CPU),
+        Preset("cifar10-cpu-da-kd", "the same + KD-DLGAN (AGKD + CGKD) from a classifier teacher "
+               "(--teacher-weights DIR of `kdgan teacher train`)", {**_CIFAR_CPU, **_CLASSIFIER_KD}),
         Preset("demo", "Few-minute CPU demo on the embedded 100 LFW faces (small BigGAN, 32 px), no KD",
                _DEMO),
         Preset(
