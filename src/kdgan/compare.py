@@ -565,6 +565,18 @@ def write_report(outdir: Path) -> Path:
     lines += ["mean +- std: over training seeds (sample std). vs baseline: difference of means +- its "
               "standard error, sqrt(s_a^2/n_a + s_b^2/n_b); 'better in k of n seeds' compares runs "
               "with the same seed; Welch's t-test p-value (two-sided) where both arms have 2+ seeds.", ""]
+    dynamics = training_dynamics(outdir, spec, calibration, results)
+    if dynamics:
+        lines += ["## Training", "",
+                  "| arm | training time per run | D logit gap, real - fake (last quarter of the logged "
+                  "steps) |", "| --- | --- | --- |"]
+        for name, d in dynamics.items():
+            gap = "" if d["d_gap_mean"] is None else f"{d['d_gap_mean']:.3f}"
+            if d["d_gap_std"] is not None:
+                gap += f" +- {d['d_gap_std']:.3f}"
+            lines.append(f"| {name} | {_minutes(d['train_seconds_mean'])} | {gap} |")
+        lines += ["", "The logit gap is D's mean logit on real images minus that on generated ones, from "
+                  "log.jsonl: near 0, D no longer tells real from fake and G gets no signal.", ""]
     curves = _plot_curves(outdir, spec, calibration, steps)
     samples = _sample_sheet(outdir, spec)
     if curves:
@@ -573,10 +585,34 @@ def write_report(outdir: Path) -> Path:
         lines += ["![final samples of each arm (first seed), reals on top](samples.png)", ""]
     (outdir / "report.md").write_text("\n".join(lines))
     _write_json(outdir / "report.json", {"spec": spec.to_dict(), "calibration": calibration,
-                                         "steps": steps, "summary": summary,
+                                         "steps": steps, "summary": summary, "training": dynamics,
                                          "results": {a: {str(s): r["metrics"] for s, r in v.items()}
                                                      for a, v in results.items()}})
     return outdir / "report.md"
+
+
+def training_dynamics(outdir: Path, spec: CompareSpec, calibration: dict[str, float],
+                      results: dict[str, dict[int, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """Per arm over its finished runs: mean training seconds, and D's real - fake logit gap averaged
+    over the last quarter of the logged steps (mean and sample std over seeds)."""
+    out: dict[str, dict[str, Any]] = {}
+    for run in plan(outdir, spec, calibration):
+        if run.seed not in results[run.arm.name]:
+            continue
+        log = [r for r in _read_log(run.folder)
+               if "stats/d_real_logit" in r and "stats/d_fake_logit" in r]
+        last = [r for r in log if r["step"] > 0.75 * log[-1]["step"]] if log else []
+        d = out.setdefault(run.arm.name, {"gaps": [], "seconds": []})
+        if last:
+            d["gaps"].append(statistics.fmean(r["stats/d_real_logit"] - r["stats/d_fake_logit"]
+                                              for r in last))
+        d["seconds"].append(results[run.arm.name][run.seed].get("train_seconds", 0.0))
+    for d in out.values():
+        gaps = d.pop("gaps")
+        d["d_gap_mean"] = statistics.fmean(gaps) if gaps else None
+        d["d_gap_std"] = statistics.stdev(gaps) if len(gaps) > 1 else None
+        d["train_seconds_mean"] = statistics.fmean(d.pop("seconds"))
+    return out
 
 
 def _extractor_line(results: dict[str, dict[int, dict[str, Any]]]) -> str:

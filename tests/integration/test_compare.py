@@ -76,6 +76,18 @@ def test_two_arms_two_seeds_report_curves_samples_and_resume(tmp_path, fast_metr
     assert kid["vs_base"]["diff"] == pytest.approx(kid["mean"] - base["mean"])
     assert kid["vs_base"]["pairs"] == 2
     assert (out / "curves.png").stat().st_size > 1000 and (out / "samples.png").stat().st_size > 1000
+    # D's real - fake logit gap over the last quarter of each run's log, by hand for arm da
+    training = json.loads((out / "report.json").read_text())["training"]
+    gaps = []
+    for seed in (0, 1):
+        text = (out / "runs" / "da" / f"seed{seed}" / "log.jsonl").read_text()
+        log = [json.loads(x) for x in text.splitlines()]
+        log = [r for r in log if "stats/d_real_logit" in r]
+        last = [r for r in log if r["step"] > 0.75 * log[-1]["step"]]
+        gaps.append(sum(r["stats/d_real_logit"] - r["stats/d_fake_logit"] for r in last) / len(last))
+    assert training["da"]["d_gap_mean"] == pytest.approx(sum(gaps) / 2)
+    assert training["kd"]["train_seconds_mean"] > 0
+    assert "## Training" in report and "D logit gap" in report
 
     # Resume: a run that lost its final evaluation and last checkpoint is redone; the others are not.
     folder = out / "runs" / "kd" / "seed1"
