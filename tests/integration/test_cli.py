@@ -265,12 +265,12 @@ def test_kd_dlgan_train_resume_and_evaluate(tmp_path, image_folder):
 def test_sigterm_saves_a_checkpoint_and_the_run_resumes(tmp_path, image_folder):
     train = ["train", "--data", image_folder, "--preset", "tiny", "--steps", "200", "--device", "cpu",
              "--set", "ckpt_every_steps=1000", "--set", "sample_every_steps=1000",
-             "--outdir", tmp_path / "run"]
+             "--set", "log_every_steps=50", "--outdir", tmp_path / "run"]
     proc = subprocess.Popen([*KDGAN, *map(str, train)], env=ENV, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     log = tmp_path / "run" / "log.jsonl"
     deadline = time.time() + 300
-    while not (log.exists() and log.read_text().count("\n") >= 3):  # a few steps done
+    while not (log.exists() and log.read_text().count("\n") >= 1):  # step 50 logged
         assert proc.poll() is None and time.time() < deadline
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)  # what a cluster scheduler sends before pre-emption
@@ -278,7 +278,8 @@ def test_sigterm_saves_a_checkpoint_and_the_run_resumes(tmp_path, image_folder):
     assert proc.returncode == 130, err
     assert "received SIGTERM" in err and "re-run the same command to resume" in out
     saved = sorted((tmp_path / "run" / "checkpoints").glob("ckpt-*.pt"))
-    assert len(saved) == 1 and 3 <= load_checkpoint(saved[0])["step"] < 200
+    # saved after the step in progress, not at the next log step (100)
+    assert len(saved) == 1 and 50 <= load_checkpoint(saved[0])["step"] < 100
     assert not (tmp_path / "run" / "export").exists()  # an interrupted run is not exported
     resumed = kdgan(*train)  # the same command again
     assert "resumed from step" in resumed.stdout and "done: step 200 of 200" in resumed.stdout

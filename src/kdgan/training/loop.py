@@ -575,8 +575,9 @@ class Trainer:
         def handler(signum: int, _frame: Any) -> None:
             if self._stop.is_set():
                 raise KeyboardInterrupt
-            log.warning("received %s: saving a checkpoint after this step (again to abort)",
-                        signal.Signals(signum).name)
+            when = "after this step" if self.info.world_size == 1 else "at the next log step"
+            log.warning("received %s: saving a checkpoint %s (again to abort)",
+                        signal.Signals(signum).name, when)
             self._stop.set()
 
         signal.signal(signal.SIGINT, handler)
@@ -649,7 +650,8 @@ class Trainer:
                 count += 1
                 last = self.step == cfg.steps
                 at_log = self.step % cfg.log_every_steps == 0 or last
-                stop = at_log and self._stop_requested()
+                # one process stops after this step; several agree at log steps (a collective)
+                stop = (at_log or self.info.world_size == 1) and self._stop_requested()
                 if at_log:
                     self._check_finite(logs, bad)
                     monitor.record(self.step, {k: float(v) / count for k, v in sums.items()})
