@@ -37,6 +37,7 @@ import torch
 
 from kdgan import config as config_lib
 from kdgan.errors import KdganError
+from kdgan.metrics.reference import describe_source
 
 log = logging.getLogger(__name__)
 
@@ -621,8 +622,9 @@ def _extractor_line(results: dict[str, dict[int, dict[str, Any]]]) -> str:
             ev = r.get("evaluation", {})
             ref = ev.get("reference", {})
             return (f"{ev.get('generated', {}).get('num_images', '?')} generated vs "
-                    f"{ref.get('num_images', '?')} reference images ({ref.get('source', '?')}, split "
-                    f"{ref.get('split', '?')}), {ev.get('feature_extractor', '?')}")
+                    f"{ref.get('num_images', '?')} reference images "
+                    f"({describe_source(ref.get('source', '?'), ref.get('split'))}), "
+                    f"{ev.get('feature_extractor', '?')}")
     return "no run finished yet"
 
 

@@ -67,6 +67,7 @@ def test_two_arms_two_seeds_report_curves_samples_and_resume(tmp_path, fast_metr
     assert "Made by" in report and "--arm 'kd=tiny teacher=clip-tiny-random'" in report
     assert "| da | " in report and "| kd | " in report and "Runs finished: 4 of 4" in report
     assert "better in" in report and "vs da" in report
+    assert ", all images)" in report and "None" not in report  # a source without split folders
     summary = json.loads((out / "report.json").read_text())["summary"]
     kid = summary["arms"]["kd"]["kid"]
     assert set(kid["values"]) == {"0", "1"} or set(kid["values"]) == {0, 1}
