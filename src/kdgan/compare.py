@@ -651,18 +651,24 @@ def _plot_curves(outdir: Path, spec: CompareSpec, calibration: dict[str, float],
     scale, label = _scale(spec.eval_metric)
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
     timed = spec.match == "time" and len(calibration) == len(spec.arms)
-    for arm_name, per_seed in series.items():
+    for i, (arm_name, per_seed) in enumerate(series.items()):
+        color = f"C{i}"
+        per_x = calibration[arm_name] / 60 if timed else 1
+        for p in per_seed:  # every seed's points, so a seed evaluated at other steps still shows
+            ax.plot(np.array(sorted(p), dtype=float) * per_x, [p[s] * scale for s in sorted(p)],
+                    ".", color=color, alpha=0.35, ms=4)
         common = sorted(set.intersection(*(set(p) for p in per_seed)))
         if not common:
+            ax.plot([], [], ".", color=color, label=f"{arm_name} ({len(per_seed)} seeds, at different steps)")
             continue
         vals = np.array([[p[s] * scale for s in common] for p in per_seed])
-        x = np.array(common, dtype=float) * (calibration[arm_name] / 60 if timed else 1)
-        line = ax.plot(x, vals.mean(0), marker="o", ms=3, label=f"{arm_name} ({len(per_seed)} seeds)")[0]
+        x = np.array(common, dtype=float) * per_x
+        ax.plot(x, vals.mean(0), marker="o", ms=3, color=color, label=f"{arm_name} ({len(per_seed)} seeds)")
         if len(per_seed) > 1:
-            ax.fill_between(x, vals.min(0), vals.max(0), color=line.get_color(), alpha=0.2)
+            ax.fill_between(x, vals.min(0), vals.max(0), color=color, alpha=0.2)
     ax.set_xlabel("estimated training minutes" if timed else "G steps")
     ax.set_ylabel(f"{label} ({spec.eval_num_gen} generated)")
-    ax.set_title("mean over seeds, band: min to max")
+    ax.set_title("line: seed mean (steps all seeds share), band: min-max, dots: seeds", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()

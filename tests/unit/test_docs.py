@@ -6,7 +6,8 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-PAGES = ("data", "training", "kd-dlgan", "stylegan2-fewshot", "compression", "evaluation", "benchmarks")
+PAGES = ("data", "training", "kd-dlgan", "stylegan2-fewshot", "compression", "evaluation", "benchmarks",
+         "kd-evidence")
 
 
 def _anchors(markdown: str) -> set[str]:
