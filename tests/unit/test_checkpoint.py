@@ -158,6 +158,17 @@ def test_checkpoints_by_wall_time_as_well_as_by_steps(tmp_path, monkeypatch):
         resolve("tiny", {"ckpt_every_minutes": -1})
 
 
+def test_demo_kd_teacher_input_size_is_dropped_for_another_teacher_unless_given():
+    assert resolve("demo-kd", {}).teacher_resolution == 75  # the inception teacher at its smallest input
+    assert resolve("demo-kd", {"teacher": "inception"}).teacher_resolution == 75  # same teacher: kept
+    assert resolve("demo-kd", {"teacher": "clip"}).teacher_resolution == 0  # CLIP has no such field
+    assert resolve("demo-kd", {"teacher": "torchvision:resnet18"}).teacher_resolution == 0
+    given = resolve("demo-kd", {"teacher": "torchvision:resnet18", "teacher_resolution": 112})
+    assert given.teacher_resolution == 112
+    with pytest.raises(KdganError, match="teacher_resolution is the input size"):
+        resolve("demo-kd", {"teacher": "clip", "teacher_resolution": 75})
+
+
 def test_config_records_effective_teacher_model_and_conditional_and_old_runs_resume(tmp_path):
     assert resolve("demo-kd", {}).teacher_model == ""  # the inception teacher has no model choice
     assert resolve("demo-kd", {"teacher": "clip"}).teacher_model == "ViT-B-32"

@@ -58,6 +58,14 @@ _GPU_DATA_BYTES = 2 << 30
 _clock = time.monotonic  # wall clock of the time-based checkpoints (tests replace it)
 
 
+def _cpu_has_fast_bf16() -> bool:
+    """Whether oneDNN runs bfloat16 natively on this CPU (else it is emulated, often slower)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def load_training_set(cfg: TrainConfig) -> ImageSet:
     """The images a config trains on: the source at `resolution`, then the configured subset."""
     ds, skipped = load_images(cfg.data, split=cfg.split, resolution=cfg.resolution)
@@ -201,6 +209,9 @@ class Trainer:
         if self.aux_params:
             self.opt_aux = torch.optim.Adam(aux_groups, lr=cfg.d_lr, betas=cfg.betas, eps=cfg.adam_eps)
         self.autocast_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.precision]
+        if cfg.precision == "bf16" and self.device.type == "cpu" and not _cpu_has_fast_bf16():
+            log.warning("precision bf16 on a CPU without native bfloat16 (AVX-512 BF16 / AMX) may be "
+                        "slower than fp32; add --set precision=fp32 if the steps are slow")
         self.scalers = {k: torch.amp.GradScaler(self.device.type, enabled=cfg.precision == "fp16")
                         for k in ("G", "D")}
         seed_all(cfg.seed + self.info.rank)  # per-rank stream for sampling and augmentation
