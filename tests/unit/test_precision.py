@@ -135,3 +135,13 @@ def test_compiled_g_and_d_compute_what_eager_does(tmp_path):
     ckpt = load_checkpoint(tmp_path / "compiled" / "checkpoints" / "ckpt-000000003.pt")
     assert not any("_orig_mod" in k for k in ckpt["nets"]["G"]["state"])
     assert ckpt["nets"]["G"]["state"].keys() == eager.G.state_dict().keys()
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_on_a_cpu_without_native_bfloat16_warns_with_the_fix(tmp_path, monkeypatch, caplog, native):
+    monkeypatch.setattr(loop, "_cpu_has_fast_bf16", lambda: native)
+    caplog.set_level("WARNING", logger="kdgan")
+    cfg = resolve("tiny", {"data": "in-memory", "device": "cpu", "precision": "bf16"})
+    Trainer(cfg, tmp_path, dataset=tiny_data())
+    warned = "--set precision=fp32" in caplog.text
+    assert warned is not native
