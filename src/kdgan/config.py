@@ -336,10 +336,6 @@ _DEMO: dict[str, Any] = {
     "ema_start_steps": 100, "log_every_steps": 50, "sample_every_steps": 500,
     "ckpt_every_steps": 500, "diffaugment": "color,translation,cutout", "precision": "bf16",
 }
-# demo-kd: the Inception teacher at 75 px (its smallest input; the faces are 25 px) on every 4th D
-# step, with the paper's AGKD distance: the released per-sample norm (l2) makes this 16-channel D
-# stop discriminating (docs/kd-evidence.md). Dropped when --teacher names another teacher.
-_DEMO_TEACHER_ONLY = {"teacher_resolution": 75}
 
 # The CPU-scale KD evidence (docs/kd-evidence.md): 500 CIFAR-10 training images (50 per class, a
 # fixed draw from the 5,000 of cifar10-jpeg-10pct.zip), a 16-channel class-conditional BigGAN,
@@ -365,9 +361,13 @@ PRESETS: dict[str, Preset] = {
             "demo-kd",
             "The demo with KD-DLGAN: AGKD from the offline TF Inception-v3 teacher (add --teacher clip "
             "for CLIP with AGKD + CGKD when its weights are present)",
+            # the Inception teacher at 75 px (its smallest input; the faces are 25 px; `resolve`
+            # drops it for another --teacher) on every 4th D step, with the paper's distances: the
+            # released per-sample norm (l2) makes this 16-channel D stop discriminating
+            # (docs/kd-evidence.md)
             {
                 **_DEMO, "teacher": "inception", "kd": "auto", "clip_on": "clean", "kd_every": 4,
-                "agkd_distance": "l1", "cgkd_distance": "l1", **_DEMO_TEACHER_ONLY,
+                "agkd_distance": "l1", "cgkd_distance": "l1", "teacher_resolution": 75,
             },
         ),
         Preset(
