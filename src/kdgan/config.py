@@ -327,8 +327,8 @@ def _imagenet64(pct: str, variant: str, what: str, fields: dict[str, Any],
     )
 
 
-# The CPU demo: a 16-channel BigGAN on the 100 embedded LFW faces, in bfloat16 autocast (1.45x
-# the fp32 speed on an AVX-512 CPU); 2,000 G steps is where its samples become recognisable faces
+# The CPU demo: a 16-channel BigGAN on the 100 embedded LFW faces, in bfloat16 autocast (1.34x
+# the fp32 speed on an AVX-512 BF16 CPU, benchmarks/demo_step.py); 2,000 G steps is where its samples become recognisable faces
 # (600, the earlier length, gave face silhouettes with a checkerboard texture: docs/kd-evidence.md).
 _DEMO: dict[str, Any] = {
     "data": "lfw-faces", "g_ch": 16, "d_ch": 16, "z_dim": 64, "batch_size": 20,
