@@ -328,8 +328,9 @@ def _imagenet64(pct: str, variant: str, what: str, fields: dict[str, Any],
 
 
 # The CPU demo: a 16-channel BigGAN on the 100 embedded LFW faces, in bfloat16 autocast (1.34x
-# the fp32 speed on an AVX-512 BF16 CPU, benchmarks/demo_step.py); 2,000 G steps is where its samples become recognisable faces
-# (600, the earlier length, gave face silhouettes with a checkerboard texture: docs/kd-evidence.md).
+# the fp32 speed on an AVX-512 BF16 CPU, benchmarks/demo_step.py); 2,000 G steps is where its
+# samples become recognisable faces (600, the earlier length, gave face silhouettes with a
+# checkerboard texture: docs/kd-evidence.md).
 _DEMO: dict[str, Any] = {
     "data": "lfw-faces", "g_ch": 16, "d_ch": 16, "z_dim": 64, "batch_size": 20,
     "d_steps": 2, "g_lr": 5e-4, "d_lr": 5e-4, "steps": 2000, "ema_decay": 0.99,
