@@ -136,12 +136,14 @@ def _run_training(cfg, outdir: str) -> dict | None:
     from kdgan.utils.dist import shutdown_distributed
 
     main_rank = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 holds the lock
+    finished = False
     try:  # lock first: a second training in the same folder refuses before loading anything
         with run_lock(outdir) if main_rank else contextlib.nullcontext():
             trainer = Trainer(cfg, outdir)
             summary = trainer.run()
+        finished = True
     finally:
-        shutdown_distributed()
+        shutdown_distributed(wait_for_all=finished)
     if not trainer.info.is_main:
         return None
     if summary["stopped_early"]:
