@@ -59,9 +59,9 @@ def shutdown_distributed(wait_for_all: bool = False) -> None:
     """Leave the process group; with wait_for_all (a run that ended normally), first wait for every rank.
 
     Without the wait, a rank that leaves while rank 0 still exports its run aborted now and then in
-    gloo's C++ teardown ("terminate called without an active exception", exit -6: 1 run in 8 to 12
-    of a 2-process CPU run; 0 in 40 with the wait). After an error no wait: the other ranks may
-    never reach it.
+    gloo's C++ teardown ("terminate called without an active exception", exit -6: 6 of 45
+    2-process CPU runs; 0 of 40 with the wait). After an error no wait: the other ranks may never
+    reach it.
     """
     if dist.is_initialized():
         if wait_for_all:
