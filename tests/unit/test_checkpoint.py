@@ -98,6 +98,28 @@ def test_resume_refuses_a_different_config(tmp_path):
     assert tiny_trainer(tmp_path, steps=3).run()["resumed_from"] == 2  # length may change
 
 
+def test_resume_in_another_compute_setting_warns_and_goes_on(tmp_path, caplog):
+    t = tiny_trainer(tmp_path, steps=2)
+    t.run()
+    ckpt = load_checkpoint(t.ckpts.path(2))
+    assert ckpt["compute"]["cpu_threads"] == torch.get_num_threads() and ckpt["compute"]["device"] == "cpu"
+    with caplog.at_level("WARNING", logger="kdgan"):
+        tiny_trainer(tmp_path, steps=3).load_state_dict(ckpt)
+    assert "another compute setting" not in caplog.text  # same setting: silent
+    ckpt["compute"]["cpu_threads"] = torch.get_num_threads() + 3
+    with caplog.at_level("WARNING", logger="kdgan"):
+        resumed = tiny_trainer(tmp_path, steps=3)
+        resumed.load_state_dict(ckpt)
+    assert resumed.step == 2
+    assert f"cpu_threads {torch.get_num_threads() + 3} -> {torch.get_num_threads()}" in caplog.text
+    assert "OMP_NUM_THREADS" in caplog.text
+    del ckpt["compute"]  # a checkpoint from before this field: nothing to compare, silent
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="kdgan"):
+        tiny_trainer(tmp_path, steps=3).load_state_dict(ckpt)
+    assert "another compute setting" not in caplog.text
+
+
 def test_checkpoint_from_before_a_new_config_field_still_resumes(tmp_path):
     t = tiny_trainer(tmp_path, steps=2)
     t.run()

@@ -66,6 +66,24 @@ def _cpu_has_fast_bf16() -> bool:
         return False
 
 
+def compute_setting(device: torch.device, world_size: int) -> dict[str, Any]:
+    """What decides the floating-point order of a run besides its config and seed: the same config
+    and seed reproduce a run bit for bit only where these are equal (the CPU thread count changes
+    how reductions split, and a GAN amplifies the last bit within a few steps)."""
+    return {"torch": str(torch.__version__), "device": device.type, "world_size": world_size,
+            "cpu_threads": torch.get_num_threads(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "gpu": str(torch.cuda.get_device_name(device)) if device.type == "cuda" else ""}
+
+
+def describe_compute_change(saved: dict[str, Any], now: dict[str, Any]) -> str:
+    """'' when a resumed run continues in the setting it was saved in, else what changed."""
+    keys = ["torch", "device", "world_size", "gpu"] + (["cpu_threads", "cpu_capability"]
+                                                       if now.get("device") == "cpu" else [])
+    return "; ".join(f"{k} {saved[k]!r} -> {now[k]!r}" for k in keys
+                     if k in saved and saved[k] != now.get(k))
+
+
 def load_training_set(cfg: TrainConfig) -> ImageSet:
     """The images a config trains on: the source at `resolution`, then the configured subset."""
     ds, skipped = load_images(cfg.data, split=cfg.split, resolution=cfg.resolution)
@@ -463,6 +481,7 @@ class Trainer:
             "scalers": {k: s.state_dict() for k, s in self.scalers.items()},
             "objective": self.objective.state_dict(),
             "rng": rng_states,
+            "compute": compute_setting(self.device, self.info.world_size),
             # compression: which frozen teacher the student learns from (the teacher is not stored)
             "compress": {"teacher": self.cfg.compress_teacher, "teacher_sha256": self.G_teacher_sha256},
             # KD-DLGAN: which frozen teacher D distils from (the teacher is not stored)
@@ -507,6 +526,13 @@ class Trainer:
                 f"{saved_kd[:12]} -> {now_kd[:12] or 'none'}); pass the original --teacher-weights "
                 "file to resume, or use a new --outdir"
             )
+        changed = describe_compute_change(ckpt.get("compute", {}),
+                                          compute_setting(self.device, self.info.world_size))
+        if changed and self.info.is_main:
+            log.warning("resuming in another compute setting than step %d was saved in (%s): the run "
+                        "goes on correctly but will not be bit-identical to an uninterrupted one; "
+                        "for exact resume use the original setting (CPU threads: OMP_NUM_THREADS)",
+                        ckpt["step"], changed)
         for name in ("G", "D", "G_ema"):
             getattr(self, name).load_state_dict(ckpt["nets"][name]["state"])
         self.opt_G.load_state_dict(ckpt["optim"]["G"])
@@ -637,9 +663,10 @@ class Trainer:
             reals = self.dataset.images[: len(z)]
             save_image_grid(reals, self.run_dir / "samples" / "reals.png", cols)
             log.info(
-                "training %s on %d images (%s), %d classes, %d px, device %s, %d process(es)",
-                cfg.arch, len(self.dataset), cfg.data, self.c_dim, cfg.resolution,
-                self.device, self.info.world_size,
+                "training %s on %d images (%s), %d classes, %d px, device %s%s, %d process(es)",
+                cfg.arch, len(self.dataset), cfg.data, self.c_dim, cfg.resolution, self.device,
+                f" ({torch.get_num_threads()} threads)" if self.device.type == "cpu" else "",
+                self.info.world_size,
             )
         self._install_signal_handlers()
         images_per_step = cfg.batch_size * (cfg.d_steps if self.opt_D is not None else 1)  # real or teacher
