@@ -665,7 +665,8 @@ class Trainer:
             log.info(
                 "training %s on %d images (%s), %d classes, %d px, device %s%s, %d process(es)",
                 cfg.arch, len(self.dataset), cfg.data, self.c_dim, cfg.resolution, self.device,
-                f" ({torch.get_num_threads()} threads)" if self.device.type == "cpu" else "",
+                (f" ({torch.get_num_threads()} thread{'s' * (torch.get_num_threads() != 1)})"
+                 if self.device.type == "cpu" else ""),
                 self.info.world_size,
             )
         self._install_signal_handlers()
