@@ -10,7 +10,7 @@ from kdgan.config import RESUMABLE_FIELDS, resolve
 from kdgan.data import ImageSet
 from kdgan.errors import KdganError, TrainingDiverged
 from kdgan.training.checkpoint import FORMAT, CheckpointManager, load_checkpoint, save_atomic
-from kdgan.training.loop import Trainer
+from kdgan.training.loop import Trainer, describe_compute_change
 from kdgan.utils.seed import set_rng_state
 
 
@@ -113,6 +113,10 @@ def test_resume_in_another_compute_setting_warns_and_goes_on(tmp_path, caplog):
     assert resumed.step == 2
     assert f"cpu_threads {torch.get_num_threads() + 3} -> {torch.get_num_threads()}" in caplog.text
     assert "OMP_NUM_THREADS" in caplog.text
+    gpu = {"torch": "2", "device": "cuda", "world_size": 1, "gpu": "H100", "cpu_threads": 1}
+    assert describe_compute_change(gpu, {**gpu, "cpu_threads": 8}) == ""  # threads: CPU runs only
+    assert describe_compute_change(gpu, {**gpu, "world_size": 2}) == "world_size 1 -> 2"
+    assert "device 'cuda' -> 'cpu'" in describe_compute_change(gpu, {**gpu, "device": "cpu"})
     del ckpt["compute"]  # a checkpoint from before this field: nothing to compare, silent
     caplog.clear()
     with caplog.at_level("WARNING", logger="kdgan"):

@@ -72,13 +72,13 @@ def compute_setting(device: torch.device, world_size: int) -> dict[str, Any]:
     how reductions split, and a GAN amplifies the last bit within a few steps)."""
     return {"torch": str(torch.__version__), "device": device.type, "world_size": world_size,
             "cpu_threads": torch.get_num_threads(),
-            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu_bf16": _cpu_has_fast_bf16(),
             "gpu": str(torch.cuda.get_device_name(device)) if device.type == "cuda" else ""}
 
 
 def describe_compute_change(saved: dict[str, Any], now: dict[str, Any]) -> str:
     """'' when a resumed run continues in the setting it was saved in, else what changed."""
-    keys = ["torch", "device", "world_size", "gpu"] + (["cpu_threads", "cpu_capability"]
+    keys = ["torch", "device", "world_size", "gpu"] + (["cpu_threads", "cpu_capability", "cpu_bf16"]
                                                        if now.get("device") == "cpu" else [])
     return "; ".join(f"{k} {saved[k]!r} -> {now[k]!r}" for k in keys
                      if k in saved and saved[k] != now.get(k))
@@ -529,10 +529,11 @@ class Trainer:
         changed = describe_compute_change(ckpt.get("compute", {}),
                                           compute_setting(self.device, self.info.world_size))
         if changed and self.info.is_main:
+            hint = (" (CPU threads: OMP_NUM_THREADS, or the same --jobs of `kdgan compare` on a "
+                    "machine with as many cores)" if "cpu_threads" in changed else "")
             log.warning("resuming in another compute setting than step %d was saved in (%s): the run "
                         "goes on correctly but will not be bit-identical to an uninterrupted one; "
-                        "for exact resume use the original setting (CPU threads: OMP_NUM_THREADS)",
-                        ckpt["step"], changed)
+                        "for an exact resume use the original setting%s", ckpt["step"], changed, hint)
         for name in ("G", "D", "G_ema"):
             getattr(self, name).load_state_dict(ckpt["nets"][name]["state"])
         self.opt_G.load_state_dict(ckpt["optim"]["G"])
