@@ -144,6 +144,7 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.device = resolve_device(cfg.device, int(os.environ.get("LOCAL_RANK", "0")))
         self.info = init_distributed(self.device.type)
+        self.compute = compute_setting(self.device, self.info.world_size)  # fixed for the process
         if cfg.batch_size % self.info.world_size:
             raise KdganError(
                 f"batch_size {cfg.batch_size} is not divisible by the {self.info.world_size} "
@@ -227,7 +228,7 @@ class Trainer:
         if self.aux_params:
             self.opt_aux = torch.optim.Adam(aux_groups, lr=cfg.d_lr, betas=cfg.betas, eps=cfg.adam_eps)
         self.autocast_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.precision]
-        if cfg.precision == "bf16" and self.device.type == "cpu" and not _cpu_has_fast_bf16():
+        if cfg.precision == "bf16" and self.device.type == "cpu" and not self.compute["cpu_bf16"]:
             log.warning("precision bf16 on a CPU without native bfloat16 (AVX-512 BF16 / AMX) may be "
                         "slower than fp32; add --set precision=fp32 if the steps are slow")
         self.scalers = {k: torch.amp.GradScaler(self.device.type, enabled=cfg.precision == "fp16")
@@ -481,7 +482,7 @@ class Trainer:
             "scalers": {k: s.state_dict() for k, s in self.scalers.items()},
             "objective": self.objective.state_dict(),
             "rng": rng_states,
-            "compute": compute_setting(self.device, self.info.world_size),
+            "compute": dict(self.compute),
             # compression: which frozen teacher the student learns from (the teacher is not stored)
             "compress": {"teacher": self.cfg.compress_teacher, "teacher_sha256": self.G_teacher_sha256},
             # KD-DLGAN: which frozen teacher D distils from (the teacher is not stored)
@@ -526,8 +527,7 @@ class Trainer:
                 f"{saved_kd[:12]} -> {now_kd[:12] or 'none'}); pass the original --teacher-weights "
                 "file to resume, or use a new --outdir"
             )
-        changed = describe_compute_change(ckpt.get("compute", {}),
-                                          compute_setting(self.device, self.info.world_size))
+        changed = describe_compute_change(ckpt.get("compute", {}), self.compute)
         if changed and self.info.is_main:
             hint = (" (CPU threads: OMP_NUM_THREADS, or the same --jobs of `kdgan compare` on a "
                     "machine with as many cores)" if "cpu_threads" in changed else "")
@@ -666,7 +666,7 @@ class Trainer:
             log.info(
                 "training %s on %d images (%s), %d classes, %d px, device %s%s, %d process(es)",
                 cfg.arch, len(self.dataset), cfg.data, self.c_dim, cfg.resolution, self.device,
-                (f" ({torch.get_num_threads()} thread{'s' * (torch.get_num_threads() != 1)})"
+                (f" ({(n := self.compute['cpu_threads'])} thread{'s' * (n != 1)})"
                  if self.device.type == "cpu" else ""),
                 self.info.world_size,
             )
