@@ -29,13 +29,72 @@ def _fir_kernel(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     return k / k.sum()
 
 
+def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype F.conv2d would compute in for `x` here: autocast's lower precision when on."""
+    dev = x.device.type
+    if x.is_floating_point() and torch.is_autocast_enabled(dev):
+        return torch.get_autocast_dtype(dev)
+    return x.dtype
+
+
+class _DepthwiseFIR(torch.autograd.Function):
+    """y = depthwise conv of x with a constant (C, 1, k, k) kernel, given stride and padding.
+
+    The kernel is a constant, so no derivative needs a weight gradient: the backward is the
+    adjoint (a depthwise transposed convolution, `_DepthwiseFIRT`), whose own backward is this
+    function again. Every derivative order is one forward-type convolution, never the
+    group-by-group loop that autograd's double backward of a grouped convolution runs
+    (issue 23: 87% of R1's CUDA time). Computes in autocast's dtype like F.conv2d.
+    """
+
+    @staticmethod
+    def forward(ctx, x, kernel, stride, padding):
+        dtype = _compute_dtype(x)
+        ctx.save_for_backward(kernel)
+        ctx.stride, ctx.padding, ctx.in_shape, ctx.in_dtype = stride, padding, x.shape, x.dtype
+        with torch.autocast(x.device.type, enabled=False):
+            return F.conv2d(x.to(dtype), kernel.to(dtype), stride=stride, padding=padding, groups=x.shape[1])
+
+    @staticmethod
+    def backward(ctx, grad):
+        (kernel,) = ctx.saved_tensors
+        gx = _DepthwiseFIRT.apply(grad, kernel, ctx.stride, ctx.padding, ctx.in_shape[-2:])
+        return gx.to(ctx.in_dtype), None, None, None
+
+
+class _DepthwiseFIRT(torch.autograd.Function):
+    """The adjoint of `_DepthwiseFIR`: a depthwise transposed convolution to `out_hw`."""
+
+    @staticmethod
+    def forward(ctx, y, kernel, stride, padding, out_hw):
+        ctx.save_for_backward(kernel)
+        ctx.stride, ctx.padding, ctx.in_dtype = stride, padding, y.dtype
+        k = kernel.shape[-1]
+        # output_padding restores the rows/columns a strided forward skipped at the far end
+        extra = tuple(int(n) - ((m - 1) * stride - 2 * padding + k)
+                      for n, m in zip(out_hw, y.shape[-2:], strict=True))
+        with torch.autocast(y.device.type, enabled=False):
+            return F.conv_transpose2d(y, kernel.to(y.dtype), stride=stride, padding=padding,
+                                      output_padding=extra, groups=y.shape[1])
+
+    @staticmethod
+    def backward(ctx, grad):
+        (kernel,) = ctx.saved_tensors
+        gy = _DepthwiseFIR.apply(grad.to(ctx.in_dtype), kernel, ctx.stride, ctx.padding)
+        return gy, None, None, None, None
+
+
 def fir_filter(x: torch.Tensor, pad: tuple[int, int], gain: float = 1.0, stride: int = 1) -> torch.Tensor:
     """Depthwise 2-D filtering of (B, C, H, W) with the [1, 3, 3, 1] kernel, zero padding
-    (before, after); `stride` 2 keeps every second output (computing only those)."""
+    (before, after); `stride` 2 keeps every second output (computing only those).
+
+    Its gradient and the gradient of that (R1, path length) are one depthwise convolution
+    each (`_DepthwiseFIR`), with the values of the plain grouped convolution."""
     c = x.shape[1]
-    k = (_fir_kernel(x.device, x.dtype) * gain).expand(c, 1, 4, 4)
-    x = F.pad(x, (pad[0], pad[1], pad[0], pad[1]))
-    return F.conv2d(x, k, groups=c, stride=stride)
+    k = (_fir_kernel(x.device, torch.float32) * gain).expand(c, 1, 4, 4)
+    if pad[0] == pad[1]:
+        return _DepthwiseFIR.apply(x, k, stride, pad[0])
+    return _DepthwiseFIR.apply(F.pad(x, (pad[0], pad[1], pad[0], pad[1])), k, stride, 0)
 
 
 def upsample2x(x: torch.Tensor) -> torch.Tensor:
