@@ -2,11 +2,14 @@
 
     python benchmarks/gpu_check.py --out gpu-check [--parts tests,speed,profile,compile,metrics,compare]
                                    [--data ../shared/data/cifar10-jpeg-10pct.zip] [--quick]
+                                   [--nvlabs PATH --kddlgan PATH]
 
 Parts (minutes on one H100, measured; see docs/gpu.md):
   env      versions, GPU, driver (always)
   tests    pytest -m gpu: training steps on CUDA in fp32 / bf16 / fp16, every teacher in half precision
-  speed    BigGAN-CIFAR step (fp32, bf16), KD-DLGAN overhead (CLIP ViT-B/32 shape; target <= 1.5x DA),
+  speed    with --nvlabs and --kddlgan (checkouts of NVlabs/stylegan2-ada-pytorch and cuikaiwen18/KD_DLGAN)
+           first benchmarks/anchors.py: kdgan against the anchors' own code, side by side; then
+           BigGAN-CIFAR step (fp32, bf16), KD-DLGAN overhead (CLIP ViT-B/32 shape; target <= 1.5x DA),
            StyleGAN2 256 px s/kimg (fp32, bf16, with and without KD), AKDG teacher vs students
   profile  torch.profiler top operators of the BigGAN and StyleGAN2 steps
   compile  the BigGAN and StyleGAN2 steps with torch.compile of G and D
@@ -36,8 +39,10 @@ DEFAULT_DATA = ROOT.parent / "shared" / "data" / "cifar10-jpeg-10pct.zip"
 PARTS = ("env", "tests", "speed", "profile", "compile", "metrics", "compare")
 
 
-def commands(part: str, data: Path, out: Path, quick: bool) -> list[tuple[str, list[str], int]]:
-    """(label, argv, timeout seconds) of each command of a part."""
+def commands(part: str, data: Path, out: Path, quick: bool,
+             anchors: tuple[Path, Path] | None = None) -> list[tuple[str, list[str], int]]:
+    """(label, argv, timeout seconds) of each command of a part; `anchors`: the NVlabs and KD_DLGAN
+    checkouts that the speed part compares kdgan against (benchmarks/anchors.py, run first)."""
     py = sys.executable
 
     def bench(label: str, script: str, args: str, timeout: int) -> tuple[str, list[str], int]:
@@ -49,8 +54,14 @@ def commands(part: str, data: Path, out: Path, quick: bool) -> list[tuple[str, l
                                    str(ROOT / "tests" / "gpu")], 540)]
     if part == "speed":
         sg2 = f"--steps 16 --repeats {'2 --teacher none' if quick else '3'}"
-        cmds = [bench(f"train_step {p}", "train_step.py", f"--precision {p} --steps 5 --repeats {r}", 120)
-                for p in ("fp32", "bf16")]
+        cmds = []
+        if anchors is not None:
+            nvlabs, kddlgan = anchors
+            label, argv, _ = bench("anchors", "anchors.py", "", 300)
+            cmds.append((label, [*argv, "--nvlabs", str(nvlabs), "--kddlgan", str(kddlgan),
+                                 "--json", str(out / "anchors.json")], 300))
+        cmds += [bench(f"train_step {p}", "train_step.py", f"--precision {p} --steps 5 --repeats {r}", 120)
+                 for p in ("fp32", "bf16")]
         cmds += [bench(f"kd_overhead {p}", "kd_overhead.py", f"--precision {p} --steps 5 --repeats 3", 150)
                  for p in ("fp32", "bf16")]
         cmds += [bench(f"stylegan2 {p}", "stylegan2_step.py", f"--precision {p} {sg2}", 240)
@@ -85,7 +96,8 @@ def needs_cuda(part: str) -> bool:
     return part != "env"
 
 
-def run_part(part: str, data: Path, out: Path, quick: bool, cuda: bool) -> dict:
+def run_part(part: str, data: Path, out: Path, quick: bool, cuda: bool,
+             anchors: tuple[Path, Path] | None = None) -> dict:
     """Run one part; its log goes to <part>.log; returns {status, seconds, lines}."""
     if part == "env":
         return {"status": "ok", "seconds": 0.0, "lines": env_lines()}
@@ -105,7 +117,7 @@ def run_part(part: str, data: Path, out: Path, quick: bool, cuda: bool) -> dict:
         "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT), os.environ.get("PYTHONPATH", "")]),
     }
     with open(out / f"{part}.log", "a") as logf:
-        for label, argv, timeout in commands(part, data, out, quick):
+        for label, argv, timeout in commands(part, data, out, quick, anchors):
             print(f"[{part}] {label} ...", flush=True)
             logf.write(f"\n$ {' '.join(argv)}\n")
             logf.flush()
@@ -142,7 +154,7 @@ def result_lines(part: str, text: str) -> list[str]:
             keep.append(s)
         elif part in ("speed", "compile", "metrics") and (
             any(k in s for k in (" on ", "s/kimg", "img/s", "ratio", "per G step"))
-            or s.startswith(("teacher", "student", "network"))
+            or s.startswith(("teacher", "student", "network", "anchors:"))
         ):
             keep.append(s)
         elif part == "profile" and s and not s.startswith("---"):
@@ -187,7 +199,12 @@ def main() -> None:
     p.add_argument("--parts", default=",".join(PARTS), help=f"comma list of {', '.join(PARTS)}")
     p.add_argument("--data", default=str(DEFAULT_DATA), help="cifar10-jpeg-10pct.zip (metrics, compare)")
     p.add_argument("--quick", action="store_true", help="fewer steps and repeats, for a tight GPU budget")
+    p.add_argument("--nvlabs", default="", help="NVlabs/stylegan2-ada-pytorch checkout (speed: anchors.py)")
+    p.add_argument("--kddlgan", default="", help="cuikaiwen18/KD_DLGAN checkout (speed: anchors.py)")
     args = p.parse_args()
+    if bool(args.nvlabs) != bool(args.kddlgan):
+        sys.exit("--nvlabs and --kddlgan go together (benchmarks/anchors.py compares against both)")
+    anchors = (Path(args.nvlabs).resolve(), Path(args.kddlgan).resolve()) if args.nvlabs else None
     parts = [x.strip() for x in args.parts.split(",") if x.strip()]
     bad = [x for x in parts if x not in PARTS]
     if bad:
@@ -204,7 +221,7 @@ def main() -> None:
     results_path = out / "results.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
     for part in parts:
-        res = run_part(part, Path(args.data), out, args.quick, cuda)
+        res = run_part(part, Path(args.data), out, args.quick, cuda, anchors)
         res["when"] = time.strftime("%Y-%m-%d %H:%M:%S")
         results[part] = res
         results_path.write_text(json.dumps(results, indent=2))

@@ -1,6 +1,7 @@
 """The GPU check's dry mode: without CUDA it skips every CUDA part with one line each and still
 writes its output folder; every command it would run on a GPU names a script, flags and presets
-that exist, so a rare GPU session is not spent on a typo."""
+that exist, so a rare GPU session is not spent on a typo. The anchors benchmark's dry mode lists
+its measurements without a GPU or the anchors' checkouts."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "gpu_check.py"
+ANCHORS = ROOT / "benchmarks" / "anchors.py"
+CHECKOUTS = {"nvlabs": os.environ.get("KDGAN_NVLABS", ""), "kddlgan": os.environ.get("KDGAN_KDDLGAN", "")}
 
 
 def _gpu_check():
@@ -71,8 +74,9 @@ def test_every_command_names_a_script_flags_and_presets_that_exist(tmp_path):
     from kdgan.config import PRESETS
 
     mod = _gpu_check()
+    anchors = (tmp_path / "stylegan2-ada-pytorch", tmp_path / "KD_DLGAN")
     cmds = [(label, argv, timeout) for quick in (False, True) for part in mod.PARTS
-            for label, argv, timeout in mod.commands(part, tmp_path / "data.zip", tmp_path, quick)]
+            for label, argv, timeout in mod.commands(part, tmp_path / "data.zip", tmp_path, quick, anchors)]
     keyed, to_help = [], {}
     for label, argv, timeout in cmds:
         assert 0 < timeout <= 600, label  # each command fits one 10-minute device call
@@ -95,3 +99,65 @@ def test_every_command_names_a_script_flags_and_presets_that_exist(tmp_path):
     for key, label, argv in keyed:
         for flag in (a for a in argv[2:] if re.match(r"--[a-z]", a)):
             assert flag in helps[key], (label, flag)
+
+
+def _anchors(*args: str) -> subprocess.Popen:
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "KDGAN_OFFLINE": "1"}
+    return subprocess.Popen([sys.executable, str(ANCHORS), *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def test_anchors_dry_mode_lists_each_measurement_without_a_gpu_or_the_checkouts():
+    procs = {"dry": _anchors("--dry"), "no checkouts": _anchors()}  # side by side: each imports torch
+    outs = {k: (p.communicate(timeout=120)[0], p.returncode) for k, p in procs.items()}
+    for key, (text, rc) in outs.items():
+        assert rc == 0, (key, text)
+        assert "dry run" in text and "nothing is run" in text, text
+        lines = [x.strip() for x in text.splitlines() if x.strip().startswith("would measure:")]
+        # the real run's measurements: StyleGAN2 at the preset's 256 px, then BigGAN-CIFAR
+        for what in ("256px fp32 main step", "256px fp32 R1 step", "256px fp32 path-length step",
+                     "peak GPU memory of the main step", "s/kimg = (main + R1 / 16 + PL / 4) x 62.5",
+                     "mixed-precision main step", "BigGAN-CIFAR DA (ch 64, batch 50, 4 D steps",
+                     "target >= 3x", "+ KD-DLGAN"):
+            assert sum(what in x for x in lines) >= 1, (key, what, text)
+        assert len(lines) == 8, text  # 5 StyleGAN2 fp32, 1 mixed, 2 BigGAN-CIFAR
+    assert "no --nvlabs / --kddlgan checkout given" in outs["no checkouts"][0]
+
+
+def test_speed_part_runs_anchors_first_when_both_checkouts_are_given(tmp_path):
+    mod = _gpu_check()
+    nv, kd = tmp_path / "stylegan2-ada-pytorch", tmp_path / "KD_DLGAN"
+    for quick in (False, True):
+        plain = mod.commands("speed", tmp_path / "d.zip", tmp_path, quick)
+        assert all(Path(argv[1]).name != "anchors.py" for _, argv, _ in plain)
+        label, argv, timeout = mod.commands("speed", tmp_path / "d.zip", tmp_path, quick, (nv, kd))[0]
+        assert label == "anchors" and timeout == 300 and Path(argv[1]) == ANCHORS
+        assert argv[2:] == ["--device", "cuda", "--nvlabs", str(nv), "--kddlgan", str(kd),
+                            "--json", str(tmp_path / "anchors.json")]
+        assert mod.commands("speed", tmp_path / "d.zip", tmp_path, quick, (nv, kd))[1:] == plain
+    assert mod.result_lines("speed", "anchors: NVlabs ops: CUDA plugins (...)\nnoise\n") == [
+        "anchors: NVlabs ops: CUDA plugins (...)"]
+    proc = _run("--out", str(tmp_path / "o"), "--parts", "speed", "--nvlabs", str(nv), cwd=tmp_path)
+    assert proc.returncode != 0 and "--nvlabs and --kddlgan go together" in proc.stderr
+
+
+@pytest.mark.skipif(not all(CHECKOUTS.values()),
+                    reason="needs the anchors' checkouts: set KDGAN_NVLABS (NVlabs/stylegan2-ada-pytorch) "
+                           "and KDGAN_KDDLGAN (cuikaiwen18/KD_DLGAN)")
+def test_anchors_tiny_cpu_run_against_the_checkouts(tmp_path):
+    """End to end on the CPU (about 25 s on one thread): both anchors imported from their checkouts,
+    NVlabs on its reference ops, every measurement printed and written to the JSON."""
+    out = tmp_path / "anchors.json"
+    proc = _anchors("--device", "cpu", "--threads", "1", "--nvlabs", CHECKOUTS["nvlabs"], "--kddlgan",
+                    CHECKOUTS["kddlgan"], "--json", str(out))
+    text = proc.communicate(timeout=600)[0]
+    assert proc.returncode == 0, text
+    assert "NVlabs ops: reference ops" in text
+    for what in ("fp32 main step", "fp32 R1 step", "fp32 path-length step", "s/kimg",
+                 "BigGAN-CIFAR (tiny) DA", "DA + KD-DLGAN"):
+        assert what in text, (what, text)
+    res = json.loads(out.read_text())
+    sg2 = res["stylegan2"]["fp32"]
+    assert sg2["kdgan"]["params_G"] == sg2["nvlabs"]["params_G"]  # the same networks' sizes on both sides
+    assert sg2["kdgan"]["params_D"] == sg2["nvlabs"]["params_D"]
+    assert res["biggan"]["da"]["throughput_ratio"] > 0 and res["biggan"]["da_kd"]["throughput_ratio"] > 0
