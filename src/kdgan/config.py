@@ -107,6 +107,8 @@ class TrainConfig:
     vision_aided: str = ""  # backbone of the vision-aided D: "" = off | clip | clip-tiny-random (tests)
     vision_aided_warmup: int = 2000  # G steps before its loss turns on (released BigGAN-CIFAR --warmup)
     vision_aided_policy: str = "color,translation,cutout"  # DiffAugment policy of the backbone's input
+    # its CLIP backbone in fp16 on CUDA (G's gradient passes through it); False = fp32 as released
+    vision_aided_half: bool = False
     # --- AKDG compression (METHOD.md section 3; `kdgan compress` sets these) ---
     compress_teacher: str = ""  # frozen teacher G (checkpoint, export folder, .safetensors); "" = off
     compress_method: str = "akdg"  # akdg | mse | mse+adv | vanilla (data only)
@@ -156,6 +158,7 @@ RESUMABLE_FIELDS = frozenset(
 # it continues exactly as it started, or stops naming the field to pass with --set.
 LEGACY_VALUES: dict[str, Any] = {
     "data_draw": "generator", "lecam_warmup": "d-updates", "lazy_reg": "fused", "ada_p_cap": True,
+    "vision_aided_half": True,
 }
 
 
@@ -173,6 +176,8 @@ def inactive_fields(cfg: dict[str, Any]) -> set[str]:
         out.add("lazy_reg")
     if not (cfg.get("ada") or cfg.get("apa")):
         out.add("ada_p_cap")
+    if not cfg.get("vision_aided"):
+        out.add("vision_aided_half")
     return out
 
 
@@ -221,6 +226,9 @@ _KD_BASELINES = [  # (suffix, description, fields, paper FIDs)
      {"teacher": "blip", "kd": "agkd,cgkd"}, {"cifar10": {10: 15.74}}),
     ("vision-aided", "DiffAugment + vision-aided D (frozen CLIP ViT-B/32 + MLP head, Kumari et al.)",
      {"vision_aided": "clip"}, {"cifar10": {10: 16.24}}),
+    # the vision-aided release's own CLIP stage: 600 epochs (15,000 G steps at 10%; docs/baselines.md)
+    ("vision-aided-600ep", "DiffAugment + vision-aided D, the vision-aided release's CLIP-stage schedule "
+     "(600 epochs)", {"vision_aided": "clip", "steps": 600 * 5000 // (50 * 4)}, {}),
 ]
 
 

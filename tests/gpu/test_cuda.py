@@ -38,3 +38,15 @@ def test_stylegan2_ada_apa_kd_steps_on_cuda(tmp_path, precision):
     summary = t.run()
     assert summary["step"] == 4 and t.ada_p.p.is_cuda
     assert all(torch.isfinite(p).all() for p in [*t.G.parameters(), *t.D.parameters()])
+
+
+@pytest.mark.parametrize("half", [False, True])
+def test_vision_aided_backbone_is_fp32_as_released_unless_asked(tmp_path, half):
+    # issue 26: upstream runs the vision-aided CLIP in fp32; the KD teacher stays in fp16 on a GPU
+    fields = {"data": "in-memory", "device": "cuda", "teacher": "clip-tiny-random", "kd": "agkd,cgkd",
+              "vision_aided": "clip-tiny-random", "vision_aided_half": half, "steps": 1}
+    t = Trainer(resolve("tiny", fields), tmp_path, dataset=tiny_data())
+    backbone = t.objective.vision_aided.backbone
+    assert backbone.dtype == (torch.float16 if half else torch.float32)
+    assert t.teacher.dtype == torch.float16 and (backbone is t.teacher) == half
+    assert t.run()["step"] == 1

@@ -78,6 +78,15 @@ def sg2_insgen(run_dir, **overrides):
     return Trainer(resolve("stylegan2-tiny", fields), run_dir, dataset=tiny_faces())
 
 
+def test_head_optimisers_take_the_lazy_ratios_even_with_the_regularisers_off(tmp_path):
+    # genforce/insgen builds DHead's and GHead's Adam with D's and G's reg intervals, always
+    t = sg2_insgen(tmp_path, r1_gamma=0.0, pl_weight=0.0, r1_every=16, pl_every=4)
+    lrs = sorted(g["lr"] for g in t.opt_aux.param_groups)
+    assert lrs == pytest.approx(sorted([0.002 * 16 / 17, 0.002 * 4 / 5]))
+    betas = sorted(g["betas"][1] for g in t.opt_aux.param_groups)
+    assert betas == pytest.approx(sorted([0.99 ** (16 / 17), 0.99 ** (4 / 5)]))
+
+
 def test_insgen_terms_train_d_g_and_the_heads_never_the_momentum_d(tmp_path):
     t = sg2_insgen(tmp_path)
     ins = t.objective.insgen

@@ -114,5 +114,9 @@ def test_preset_and_checks():
     assert p.paper_fid == 16.24 and p.overrides["vision_aided"] == "clip"
     cfg = resolve(p.name, {})
     assert cfg.vision_aided_warmup == 2000 and cfg.vision_aided_policy == "color,translation,cutout"
+    assert cfg.steps == 125_000 and not cfg.vision_aided_half  # DA's 5,000 epochs; fp32 CLIP as released
+    # the vision-aided release's CLIP stage: 600 epochs of 5,000 images at batch 50 x 4 D steps
+    short = resolve("biggan-cifar10-10pct-vision-aided-600ep", {})
+    assert short.steps == 15_000 and short.vision_aided == "clip" and short.data_fraction == 0.1
     with pytest.raises(KdganError, match="vision_aided must be"):
         resolve(None, {"vision_aided": "dino"})

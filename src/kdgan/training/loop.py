@@ -274,10 +274,14 @@ class Trainer:
         cfg = self.cfg
         if not cfg.vision_aided:
             return None
+        # fp32 as released (G's gradient passes through it), unless vision_aided_half; the KD
+        # teacher (fp16 on CUDA: its features are only targets) is shared when its dtype agrees
+        half = cfg.vision_aided_half and self.device.type == "cuda"
         backbone = self.teacher
-        if backbone is None or cfg.teacher != cfg.vision_aided:
+        if (backbone is None or cfg.teacher != cfg.vision_aided
+                or (backbone.dtype == torch.float16) != half):
             backbone = build_teacher(cfg.vision_aided, cfg.teacher_model, cfg.teacher_weights, "official",
-                                     self.device)
+                                     self.device, half=half)
         log.info("vision-aided D on %s, on after %d G steps", backbone.name, cfg.vision_aided_warmup)
         return VisionAidedD(backbone, self.c_dim, cfg.vision_aided_policy,
                             "relu" if cfg.arch != "stylegan2" else "lrelu", cfg.vision_aided_warmup,
@@ -291,8 +295,9 @@ class Trainer:
         queue = cfg.insgen_queue or default_queue_size(len(self.dataset), cfg.xflip)
         log.info("InsGen: queues of %d keys, temperature %g, momentum %g", queue, cfg.insgen_temperature,
                  cfg.insgen_momentum)
-        d_ratio = lazy_ratio(cfg.r1_every) if cfg.r1_gamma > 0 else 1.0
-        g_ratio = lazy_ratio(cfg.pl_every) if cfg.pl_weight > 0 else 1.0
+        # The heads' Adam takes the lazy ratio of D's / G's regularisation interval whether or not
+        # that regulariser is on, as InsGen's training loop builds them (its intervals are always set).
+        d_ratio, g_ratio = lazy_ratio(cfg.r1_every), lazy_ratio(cfg.pl_every)
         return InsGen(
             self.D, queue, cfg.insgen_temperature, cfg.insgen_momentum, cfg.insgen_real_weight,
             cfg.insgen_fake_weight, cfg.insgen_g_weight, cfg.insgen_noise,
