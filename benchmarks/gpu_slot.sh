@@ -12,7 +12,7 @@ END_S=${2:-560}  # the whole command ends this many seconds after it starts
 T0=$(date +%s)
 mkdir -p "$OUT"
 LOG="$OUT/slot.log"
-export PYTHONUNBUFFERED=1
+export PYTHONUNBUFFERED=1 KDGAN_OFFLINE=1
 if ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
 fi
