@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import re
 import sys
 from pathlib import Path
 
@@ -136,11 +138,22 @@ def _run_training(cfg, outdir: str) -> dict | None:
     from kdgan.utils.dist import shutdown_distributed
 
     main_rank = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 holds the lock
+    _quiet_writer_threads()
+    done = _finished_step(outdir, cfg.steps)
+    if done is not None:  # a finished run's re-run answers first: no teacher, no resume, no bar
+        if main_rank:
+            click.echo(_outputs(_nothing_to_train(outdir, done, cfg.steps), outdir, done))
+        return None
     finished = False
     try:  # lock first: a second training in the same folder refuses before loading anything
         with run_lock(outdir) if main_rank else contextlib.nullcontext():
             trainer = Trainer(cfg, outdir)
-            summary = trainer.run()
+            try:
+                summary = trainer.run()
+            except OSError as e:
+                if e.errno not in _WRITE_ERRNOS:
+                    raise
+                raise KdganError(_write_failure(e, outdir)) from None
         finished = True
     finally:
         shutdown_distributed(wait_for_all=finished)
@@ -154,28 +167,90 @@ def _run_training(cfg, outdir: str) -> dict | None:
     samples = sorted(Path(summary["samples"]).glob("fakes-*.png"))
     resumed, step = summary["resumed_from"], summary["step"]
     if resumed is not None and summary["steps_run"] == 0:  # nothing left to train
-        state = f"past --steps {cfg.steps}" if step > cfg.steps else f"the end of --steps {cfg.steps}"
-        headline = (
-            f"\nnothing to train: {outdir} already holds step {step}, {state}.\n"
-            f"  to train longer, re-run with --steps N larger than {step};\n"
-            f"  to start a new run of {cfg.steps} steps, use a new --outdir.\n"
-            f"Its outputs (step {step}):\n"
-        )
+        headline = _nothing_to_train(outdir, step, cfg.steps)
     else:
         headline = (
             f"\ndone: step {step} of {cfg.steps} ({summary['steps_run']} steps in "
             f"{minutes}m{seconds:02d}s{'' if resumed is None else f', resumed from step {resumed}'})\n"
         )
-    click.echo(
-        headline +
-        f"  samples:    {samples[-1] if samples else summary['samples']}\n"
-        f"  checkpoint: {summary['checkpoint']}\n"
-        f"  generator:  {summary['export']}\n"
-        f"  logs:       {Path(outdir) / 'log.jsonl'}, tensorboard --logdir {Path(outdir) / 'tensorboard'}\n"
-        f"more images:  kdgan generate --ckpt {Path(outdir) / 'export'} --num 64 --outdir "
-        f"{Path(outdir) / 'generated'}"
-    )
+    click.echo(_outputs(headline, outdir, step, samples[-1] if samples else summary["samples"],
+                        summary["checkpoint"], summary["export"]))
     return summary
+
+
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}  # the disk refuses a write
+
+
+def _quiet_writer_threads() -> None:
+    """A background writer (TensorBoard's) that hits a full disk says so in one line, not a
+    traceback; the training's own write fails next and explains what is kept."""
+    import threading
+
+    default = threading.excepthook
+
+    def hook(args) -> None:
+        if isinstance(args.exc_value, OSError) and args.exc_value.errno in _WRITE_ERRNOS:
+            logging.getLogger("kdgan").warning("a background writer (%s) could not write: %s",
+                                               args.thread.name if args.thread else "thread", args.exc_value)
+            return
+        default(args)
+
+    threading.excepthook = hook
+
+
+def _write_failure(e: OSError, outdir: str) -> str:
+    """One line for a write the disk refused: what failed, what is kept, how to go on."""
+    from kdgan.training.checkpoint import CheckpointManager
+
+    ckpts = CheckpointManager(Path(outdir) / "checkpoints", 1)
+    found = ckpts.steps()
+    what = f"{e.filename}" if e.filename else f"into {outdir}"
+    if found:
+        last = ckpts.path(found[-1])
+        kept = (f"nothing saved is lost: the last whole checkpoint is {last} (step {found[-1]}); free at "
+                f"least {last.stat().st_size / 2**20:.1f} MB (one checkpoint) in {outdir}'s file system and "
+                "re-run the same command to resume from it")
+    else:
+        kept = (f"no checkpoint was written yet; free space in {outdir}'s file system (or use another "
+                "--outdir) and re-run the same command")
+    return f"could not write {what}: {e.strerror or e}; {kept}"
+
+
+def _finished_step(outdir: str, steps: int) -> int | None:
+    """The step of a run folder whose last checkpoint is at or past `steps` and whose generator
+    is exported (a finished run), else None."""
+    from kdgan.training.checkpoint import CheckpointManager
+
+    found = CheckpointManager(Path(outdir) / "checkpoints", 1).steps()
+    if found and found[-1] >= steps and (Path(outdir) / "export" / "G_ema.safetensors").exists():
+        return found[-1]
+    return None
+
+
+def _nothing_to_train(outdir: str, step: int, steps: int) -> str:
+    state = f"past --steps {steps}" if step > steps else f"the end of --steps {steps}"
+    return (f"nothing to train: {outdir} already holds step {step}, {state}.\n"
+            f"  to train longer, re-run with --steps N larger than {step};\n"
+            f"  to start a new run of {steps} steps, use a new --outdir.\n"
+            f"Its outputs (step {step}):\n")
+
+
+def _outputs(headline: str, outdir: str, step: int, samples=None, checkpoint=None, export=None) -> str:
+    """The closing block of a training: where its samples, checkpoint, generator and logs are."""
+    from kdgan.training.checkpoint import CheckpointManager
+
+    run = Path(outdir)
+    if samples is None:
+        grids = sorted((run / "samples").glob("fakes-*.png"))
+        samples = grids[-1] if grids else run / "samples"
+    checkpoint = checkpoint or CheckpointManager(run / "checkpoints", 1).path(step)
+    export = export or run / "export" / "G_ema.safetensors"
+    return (headline +
+            f"  samples:    {samples}\n"
+            f"  checkpoint: {checkpoint}\n"
+            f"  generator:  {export}\n"
+            f"  logs:       {run / 'log.jsonl'}, tensorboard --logdir {run / 'tensorboard'}\n"
+            f"more images:  kdgan generate --ckpt {run / 'export'} --num 64 --outdir {run / 'generated'}")
 
 
 # --------------------------------------------------------------------------- compress
@@ -627,10 +702,25 @@ def teacher_eval(weights, data, split, device, as_json) -> None:
         click.echo(f"  {c:<16}{a:.4f}")
 
 
+def click_error_line(e: click.ClickException) -> str:
+    """A click usage error as kdgan's one line, `problem; fix`: click's message (its first letter
+    lower-cased, the closing full stop dropped) and where the command's options are listed."""
+    message = e.format_message().strip().rstrip(".")
+    message = message[:1].lower() + message[1:]
+    ctx = getattr(e, "ctx", None)
+    command = ctx.command_path if ctx is not None else "kdgan"
+    if "Did you mean" in message:  # click's own closest match (commands, options)
+        message = re.sub(r"\.?\s*\(?Did you mean (.+?)\)?$", r"; did you mean \1", message)
+        return f"{message} (run '{command} --help' for all)"
+    if isinstance(e, click.BadParameter) and "does not exist" in message:
+        return f"{message}; check the path (a run's generator is RUN/export), or run '{command} --help'"
+    return f"{message}; run '{command} --help' for what it takes"
+
+
 def main() -> None:
     """Entry point: user errors become one line on stderr and exit status 2, never a traceback."""
     try:
-        cli.main(standalone_mode=False)
+        cli.main(standalone_mode=False, prog_name="kdgan")
     except KdganError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(2)
@@ -638,7 +728,7 @@ def main() -> None:
         click.echo("aborted", err=True)
         sys.exit(130)
     except click.ClickException as e:
-        e.show()
+        click.echo(f"error: {click_error_line(e)}", err=True)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)

