@@ -5,7 +5,7 @@ grouped convolution it replaced (whose double backward loops over channels), in 
         [--batch 8] [--repeats 5] [--precision fp32|bf16]
 
 Prints, for each step, the median time and the number of convolution kernels dispatched with
-each FIR, and the ratio. The plain FIR is defined here as the reference; the networks are the
+each FIR, and the ratio. The reference is `grouped_fir_reference`; the networks are the
 real kdgan ones, with `kdgan.nets.stylegan2.fir_filter` swapped for the timing of the reference.
 """
 
@@ -17,22 +17,11 @@ import time
 from contextlib import contextmanager
 
 import torch
-import torch.nn.functional as F
-from torch.utils._python_dispatch import TorchDispatchMode
 
 import kdgan.nets.stylegan2 as sg2
 from kdgan.losses.regularizers import PathLengthPenalty, r1_penalty
 from kdgan.nets import build_discriminator, build_generator
-
-CONVS = {torch.ops.aten.convolution.default, torch.ops.aten.convolution_backward.default,
-         torch.ops.aten._convolution.default, torch.ops.aten.cudnn_convolution.default}
-
-
-def plain_fir(x: torch.Tensor, pad: tuple[int, int], gain: float = 1.0, stride: int = 1) -> torch.Tensor:
-    """The grouped-convolution FIR of kdgan before issue 23 (reference)."""
-    c = x.shape[1]
-    k = (sg2._fir_kernel(x.device, x.dtype) * gain).expand(c, 1, 4, 4)
-    return F.conv2d(F.pad(x, (pad[0], pad[1], pad[0], pad[1])), k, groups=c, stride=stride)
+from kdgan.nets.stylegan2 import CountConvolutions, grouped_fir_reference
 
 
 @contextmanager
@@ -43,16 +32,6 @@ def fir(impl):
         yield
     finally:
         sg2.fir_filter = saved
-
-
-class CountConvolutions(TorchDispatchMode):
-    def __init__(self):
-        super().__init__()
-        self.calls = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.calls += func in CONVS
-        return func(*args, **(kwargs or {}))
 
 
 def timed(step, repeats: int, device: str) -> tuple[float, int]:
@@ -111,7 +90,7 @@ def main() -> None:
     print(f"StyleGAN2 {args.resolution}px channel_base {args.channel_base} batch {args.batch} "
           f"{args.precision} on {where}, median of {args.repeats}:")
     for name, step in (("R1", r1_step), ("path length", pl_step)):
-        with fir(plain_fir):
+        with fir(grouped_fir_reference):
             old_s, old_n = timed(step, args.repeats, dev)
         new_s, new_n = timed(step, args.repeats, dev)
         print(f"  {name} step: plain grouped FIR {old_s * 1000:.1f} ms ({old_n} convolutions), "

@@ -4,34 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from kdgan.losses.regularizers import PathLengthPenalty, r1_penalty
 from kdgan.nets import build_discriminator, build_generator
-from kdgan.nets.stylegan2 import _fir_kernel, fir_filter
-
-CONVS = {torch.ops.aten.convolution.default, torch.ops.aten.convolution_backward.default,
-         torch.ops.aten._convolution.default}
-
-
-class CountConvolutions(TorchDispatchMode):
-    """Counts the convolution kernels dispatched (a grouped conv's double backward loops per group)."""
-
-    def __init__(self):
-        super().__init__()
-        self.calls = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.calls += func in CONVS
-        return func(*args, **(kwargs or {}))
-
-
-def plain_fir(x, pad, gain=1.0, stride=1):
-    """The grouped-convolution FIR that fir_filter replaced (the reference for its values)."""
-    c = x.shape[1]
-    k = (_fir_kernel(x.device, x.dtype) * gain).expand(c, 1, 4, 4)
-    return F.conv2d(F.pad(x, (pad[0], pad[1], pad[0], pad[1])), k, groups=c, stride=stride)
+from kdgan.nets.stylegan2 import CountConvolutions, fir_filter, grouped_fir_reference
 
 
 def three_derivatives(f, x, autocast):
@@ -52,7 +28,7 @@ def three_derivatives(f, x, autocast):
 def test_fir_filter_equals_the_grouped_convolution_to_the_third_derivative(pad, gain, stride, size, autocast):
     x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
     new = three_derivatives(lambda t: fir_filter(t, pad, gain, stride), x, autocast)
-    ref = three_derivatives(lambda t: plain_fir(t, pad, gain, stride), x, autocast)
+    ref = three_derivatives(lambda t: grouped_fir_reference(t, pad, gain, stride), x, autocast)
     for name, a, b in zip(("output", "gradient", "2nd", "3rd"), new, ref, strict=True):
         assert a.dtype == b.dtype and a.shape == b.shape, name
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5, msg=name)

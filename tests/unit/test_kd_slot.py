@@ -44,40 +44,10 @@ def test_slot_dry_run_returns_its_files_and_the_score_writes_a_report(tmp_path, 
     data = tiny_cifar_zip(tmp_path / "tiny.zip")
     out, report = tmp_path / "out", tmp_path / "report"
     monkeypatch.setenv("KDGAN_CACHE_DIR", str(tmp_path / "cache"))
-    r = run(
-        "run",
-        "--out",
-        str(out),
-        "--workdir",
-        str(tmp_path / "work"),
-        "--data",
-        str(data),
-        "--device",
-        "cpu",
-        "--seeds",
-        "0",
-        "--budget-min",
-        "1",
-        "--reserve-s",
-        "5",
-        "--snapshot-every",
-        "2",
-        "--log-every",
-        "1",
-        "--probe",
-        "8",
-        "--max-steps",
-        "4",
-        "--threads",
-        "1",
-        "--set",
-        "g_ch=8",
-        "d_ch=8",
-        "batch_size=8",
-        "teacher=clip-tiny-random",
-        "teacher_weights=",
-        cwd=tmp_path,
-    )
+    r = run("run", "--out", str(out), "--workdir", str(tmp_path / "work"), "--data", str(data),
+            *"--device cpu --seeds 0 --budget-min 1 --reserve-s 5 --snapshot-every 2 --log-every 1".split(),
+            *"--probe 8 --max-steps 4 --threads 1 --set g_ch=8 d_ch=8 batch_size=8".split(),
+            "teacher=clip-tiny-random", "teacher_weights=", cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     files = sorted(p.name for p in out.iterdir())
     assert files == ["da-kd-s0.safetensors", "da-s0.safetensors", "slot.json", "slot.log"]
@@ -87,20 +57,8 @@ def test_slot_dry_run_returns_its_files_and_the_score_writes_a_report(tmp_path, 
     assert kd["config"]["kd"] == "agkd,cgkd" and "d/agkd" in kd["losses"][0]
     assert da["config"]["teacher"] == "" and "d/agkd" not in da["losses"][0]  # DA has no KD
     assert [p["step"] for p in da["probes"]] == [2, 4] and {"rt_train", "d_test_mean"} <= set(da["probes"][0])
-    r = run(
-        "score",
-        "--slot",
-        str(out),
-        "--out",
-        str(report),
-        "--ref",
-        str(data),
-        "--num-gen",
-        "16",
-        "--threads",
-        "1",
-        cwd=tmp_path,
-    )
+    r = run("score", "--slot", str(out), "--out", str(report), "--ref", str(data), "--num-gen", "16",
+            "--threads", "1", cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     text = (report / "report.md").read_text()
     assert "| da-kd-s0 | 4 (of 4 run)" in text and "D overfitting" in text and "Welch" in text

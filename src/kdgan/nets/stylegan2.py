@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from kdgan.nets.heads import KDFeatureHead
 
@@ -95,6 +96,31 @@ def fir_filter(x: torch.Tensor, pad: tuple[int, int], gain: float = 1.0, stride:
     if pad[0] == pad[1]:
         return _DepthwiseFIR.apply(x, k, stride, pad[0])
     return _DepthwiseFIR.apply(F.pad(x, (pad[0], pad[1], pad[0], pad[1])), k, stride, 0)
+
+
+def grouped_fir_reference(x: torch.Tensor, pad: tuple[int, int], gain: float = 1.0,
+                          stride: int = 1) -> torch.Tensor:
+    """`fir_filter` as one plain grouped convolution (what it replaced; autograd's double
+    backward of it loops over the channels): the reference of tests and benchmarks."""
+    c = x.shape[1]
+    k = (_fir_kernel(x.device, x.dtype) * gain).expand(c, 1, 4, 4)
+    return F.conv2d(F.pad(x, (pad[0], pad[1], pad[0], pad[1])), k, groups=c, stride=stride)
+
+
+class CountConvolutions(TorchDispatchMode):
+    """Counts the convolution kernels dispatched while active (`with CountConvolutions() as n:`
+    then `n.calls`): how the FIR derivatives' cost is checked not to grow with width."""
+
+    OPS = {torch.ops.aten.convolution.default, torch.ops.aten.convolution_backward.default,
+           torch.ops.aten._convolution.default}
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.calls += func in self.OPS
+        return func(*args, **(kwargs or {}))
 
 
 def upsample2x(x: torch.Tensor) -> torch.Tensor:
