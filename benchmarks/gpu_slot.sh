@@ -35,7 +35,9 @@ if [ "${SKIP_SPEED:-0}" != 1 ]; then
       --nvlabs .carry/anchors/stylegan2-ada-pytorch --kddlgan .carry/anchors/KD_DLGAN --json /tmp/anchors.json
   fi
 fi
-BUDGET=$(python3 -c "print(max(1.0, ($(left) - 5) / 60))")
-step "KD-DLGAN slot, ${BUDGET} min" $(( $(left) + 30 )) python3 benchmarks/kd_slot.py run --out "$OUT" \
-  --budget-min "$BUDGET" ${SLOT_ARGS:-}
+BUDGET=$(python3 -c "print(round(max(1.0, ($(left) - 5) / 60), 2))")
+echo "===== KD-DLGAN slot, ${BUDGET} min =====" | tee -a "$LOG"
+# kd_slot.py writes its own lines into slot.log: its output is not tee'd there again
+timeout $(( $(left) + 10 )) python3 benchmarks/kd_slot.py run --out "$OUT" --budget-min "$BUDGET" ${SLOT_ARGS:-}
+echo "===== KD-DLGAN slot: exit $? =====" | tee -a "$LOG"
 ls -la "$OUT" | tee -a "$LOG"

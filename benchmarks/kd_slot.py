@@ -48,7 +48,11 @@ TEACHER_NOTE = (
 
 
 def _overrides(arm: str, teacher: str, data: str, device: str, seed: int, extra: dict) -> dict:
-    o = {"data": data, "data_fraction": 1.0, "device": device, "seed": seed, "eval_every_steps": 0}
+    # A slot is a few thousand G steps: the released EMA (decay 0.9999 from G step 1,000) would
+    # leave G_ema at about G's step-1,000 weights, so the slot's G_ema starts at once, half-life
+    # about 700 steps (--set ema_start_steps=1000 ema_decay=0.9999 restores the released values).
+    o = {"data": data, "data_fraction": 1.0, "device": device, "seed": seed, "eval_every_steps": 0,
+         "ema_start_steps": 0, "ema_decay": 0.999}
     if arm == "da-kd":
         o.update({"teacher": "classifier", "teacher_weights": teacher})
     else:  # a teacher given with --set (dry runs) is the KD arm's alone
@@ -81,8 +85,10 @@ def worker(args: argparse.Namespace) -> None:
     dev = trainer.device
     # fixed probes: the first --probe training images (no flip, no augmentation) and test images
     n = min(args.probe, len(trainer.dataset))
-    train_x = trainer.images[:n].to(dev)
-    train_y = trainer.labels[:n].to(dev)
+    # a random draw over all classes, as for the test probe (the data is stored class by class)
+    idx = torch.from_numpy(np.random.default_rng(0).permutation(len(trainer.dataset))[:n])
+    train_x = trainer.images[idx.to(trainer.images.device)].to(dev)
+    train_y = trainer.labels[idx.to(trainer.labels.device)].to(dev)
     test, _ = load_images(cfg.data, split="test", resolution=cfg.resolution)
     pick = np.random.default_rng(0).permutation(len(test))[:n]
     test_x = torch.from_numpy(test.images[pick]).permute(0, 3, 1, 2).contiguous().to(dev)
@@ -191,12 +197,20 @@ def run(args: argparse.Namespace) -> int:
         print(line, flush=True)
         logf.write(line + "\n")
 
-    extra = dict(kv.split("=", 1) for kv in args.set)
-    extra = {
-        k: json.loads(v) if v[:1] in "0123456789-[{tf" and v not in ("", "-") else v for k, v in extra.items()
-    }
+    extra = {}
+    for kv in args.set:
+        if "=" not in kv:
+            say(f"error: --set expects FIELD=VALUE, got {kv!r}")
+            return 2
+        key, value = kv.split("=", 1)
+        try:
+            extra[key] = json.loads(value)  # numbers, true / false, lists
+        except ValueError:
+            extra[key] = value  # plain strings: fp32, translation,cutout
+    args.data, args.teacher = str(Path(args.data).resolve()), str(Path(args.teacher).resolve())
     needs_teacher = "da-kd" in args.arms and "teacher" not in extra  # --set teacher=... replaces it
-    for path in (args.data, *([args.teacher] if needs_teacher else [])):
+    teacher_file = str(Path(args.teacher) / "teacher.safetensors")
+    for path in (args.data, *([teacher_file] if needs_teacher else [])):
         if not Path(path).exists():
             say(f"error: {path} does not exist; see `kd_slot.py bundle` for what the slot carries")
             return 2
@@ -212,6 +226,7 @@ def run(args: argparse.Namespace) -> int:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(args.threads)}
     for arm, seed in runs:
         name = f"{arm}-s{seed}"
+        shutil.rmtree(work / name, ignore_errors=True)  # a warm machine keeps /tmp: no stale records
         cmd = [
             sys.executable,
             str(Path(__file__).resolve()),
@@ -345,7 +360,7 @@ def score(args: argparse.Namespace) -> int:
     scores_path = out / "scores.json"
     scores = json.loads(scores_path.read_text()) if scores_path.exists() else {}
     for name in names:
-        key = f"{name}|{args.num_gen}|{args.seed}"
+        key = f"{name}|{args.num_gen}|{args.seed}|{_sha12(slot / f'{name}.safetensors')}"
         if key in scores:
             continue  # resumable: a finished run is not scored again
         G = load_generator(slot / f"{name}.safetensors", "cpu")
@@ -374,12 +389,20 @@ def score(args: argparse.Namespace) -> int:
             f"({args.num_gen} images, {time.time() - t0:.0f} s)",
             flush=True,
         )
-    per_run = {s["run"]: s for k, s in scores.items() if k.endswith(f"|{args.num_gen}|{args.seed}")}
+    keys = {f"{n}|{args.num_gen}|{args.seed}|{_sha12(slot / f'{n}.safetensors')}" for n in names}
+    per_run = {s["run"]: s for k, s in scores.items() if k in keys}
     _plot_curves(summary, out / "curves.png")
     report = _report(summary, per_run, args, ref.info, np, sstats)
     (out / "report.md").write_text(report)
     print(report)
     return 0
+
+
+def _sha12(path: Path) -> str:
+    """The first 12 hex digits of a file's sha256: which slot's generator a score belongs to."""
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
 
 
 def _arm_of(name: str) -> str:
@@ -396,7 +419,9 @@ def _report(summary, per_run, args, ref_info, np, sstats) -> str:
         f"# KD-DLGAN in one GPU slot: DA vs DA + KD on {n_img} training images, {common} G steps",
         "",
         f"Device: {summary.get('device')}, torch {summary.get('torch')} (CUDA {summary.get('cuda')}); "
-        f"budget {summary.get('budget_min')} min, the slot took {summary.get('wall_s', 0) / 60:.1f} min.",
+        f"budget {summary.get('budget_min')} min, the slot took {summary.get('wall_s', 0) / 60:.1f} min; "
+        f"G_ema decay {_first_config(summary).get('ema_decay')} from G step "
+        f"{_first_config(summary).get('ema_start_steps')} (the slot's; released: 0.9999 from 1,000).",
         f"Slot command: `{summary.get('command')}`",
         "",
         f"Scored here: `python benchmarks/kd_slot.py score --slot {args.slot} --out {args.out} "
@@ -474,6 +499,10 @@ def _report(summary, per_run, args, ref_info, np, sstats) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _first_config(summary) -> dict:
+    return next(iter(summary["runs"].values()), {}).get("config", {})
 
 
 def _sd(xs) -> float:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import math
 import re
 import sys
 from pathlib import Path
@@ -36,7 +37,7 @@ def cli(verbose: bool) -> None:
     """kdgan: train GANs on little data with knowledge distillation, and compress them.
 
     Start with `kdgan train --preset demo-kd --outdir runs/demo` (KD-DLGAN on the embedded
-    100 LFW faces with the offline Inception teacher: about 11 minutes on a 2-core CPU;
+    100 LFW faces with the offline Inception teacher: 7-16 minutes on a 2-core CPU;
     `--preset demo` is the same without KD), then
     `kdgan generate --ckpt runs/demo/export --num 16 --outdir out`.
     """
@@ -139,10 +140,10 @@ def _run_training(cfg, outdir: str) -> dict | None:
 
     main_rank = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 holds the lock
     _quiet_writer_threads()
-    done = _finished_step(outdir, cfg.steps)
+    done = _finished_step(outdir, cfg)
     if done is not None:  # a finished run's re-run answers first: no teacher, no resume, no bar
         if main_rank:
-            click.echo(_outputs(_nothing_to_train(outdir, done, cfg.steps), outdir, done))
+            click.echo(_outputs(_nothing_to_train(outdir, done, cfg.steps), outdir, done, cfg=cfg))
         return None
     finished = False
     try:  # lock first: a second training in the same folder refuses before loading anything
@@ -174,7 +175,7 @@ def _run_training(cfg, outdir: str) -> dict | None:
             f"{minutes}m{seconds:02d}s{'' if resumed is None else f', resumed from step {resumed}'})\n"
         )
     click.echo(_outputs(headline, outdir, step, samples[-1] if samples else summary["samples"],
-                        summary["checkpoint"], summary["export"]))
+                        summary["checkpoint"], summary["export"], cfg=cfg))
     return summary
 
 
@@ -208,7 +209,7 @@ def _write_failure(e: OSError, outdir: str) -> str:
     if found:
         last = ckpts.path(found[-1])
         kept = (f"nothing saved is lost: the last whole checkpoint is {last} (step {found[-1]}); free at "
-                f"least {last.stat().st_size / 2**20:.1f} MB (one checkpoint) in {outdir}'s file system and "
+                f"least {last.stat().st_size / 2**20:.1f} MiB (one checkpoint) in {outdir}'s file system and "
                 "re-run the same command to resume from it")
     else:
         kept = (f"no checkpoint was written yet; free space in {outdir}'s file system (or use another "
@@ -216,15 +217,25 @@ def _write_failure(e: OSError, outdir: str) -> str:
     return f"could not write {what}: {e.strerror or e}; {kept}"
 
 
-def _finished_step(outdir: str, steps: int) -> int | None:
-    """The step of a run folder whose last checkpoint is at or past `steps` and whose generator
-    is exported (a finished run), else None."""
+def _finished_step(outdir: str, cfg) -> int | None:
+    """The step of a run folder whose last checkpoint is at or past `cfg.steps`, whose generator
+    is exported and whose config is `cfg` up to the fields a resume may change (a finished run
+    of this command), else None."""
+    from kdgan import config as config_lib
     from kdgan.training.checkpoint import CheckpointManager
 
     found = CheckpointManager(Path(outdir) / "checkpoints", 1).steps()
-    if found and found[-1] >= steps and (Path(outdir) / "export" / "G_ema.safetensors").exists():
-        return found[-1]
-    return None
+    if not (found and found[-1] >= cfg.steps and (Path(outdir) / "export" / "G_ema.safetensors").exists()):
+        return None
+    try:  # the same run only: another config falls through to the resume check, which explains
+        saved = json.loads((Path(outdir) / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    asked = json.loads(config_lib.dumps(cfg))
+    ignore = set(config_lib.RESUMABLE_FIELDS) | config_lib.inactive_fields(saved) | {"conditional"}
+    if any(saved.get(k) != v for k, v in asked.items() if k not in ignore):
+        return None
+    return found[-1]
 
 
 def _nothing_to_train(outdir: str, step: int, steps: int) -> str:
@@ -235,7 +246,8 @@ def _nothing_to_train(outdir: str, step: int, steps: int) -> str:
             f"Its outputs (step {step}):\n")
 
 
-def _outputs(headline: str, outdir: str, step: int, samples=None, checkpoint=None, export=None) -> str:
+def _outputs(headline: str, outdir: str, step: int, samples=None, checkpoint=None, export=None,
+             cfg=None) -> str:
     """The closing block of a training: where its samples, checkpoint, generator and logs are."""
     from kdgan.training.checkpoint import CheckpointManager
 
@@ -250,7 +262,27 @@ def _outputs(headline: str, outdir: str, step: int, samples=None, checkpoint=Non
             f"  checkpoint: {checkpoint}\n"
             f"  generator:  {export}\n"
             f"  logs:       {run / 'log.jsonl'}, tensorboard --logdir {run / 'tensorboard'}\n"
-            f"more images:  kdgan generate --ckpt {run / 'export'} --num 64 --outdir {run / 'generated'}")
+            f"more images:  kdgan generate --ckpt {run / 'export'} --num 64 --outdir {run / 'generated'}"
+            + ("" if cfg is None else _score_line(cfg, run)))
+
+
+def _score_line(cfg, run: Path) -> str:
+    """The evaluate command that fits the run: its data and protocol (KID for a few-shot set)."""
+    from kdgan.data.sources import source_splits
+    from kdgan.metrics import get_protocol
+
+    data = cfg.eval_ref or cfg.data
+    protocol = cfg.eval_protocol
+    try:  # data without the protocol's split (the demo's faces have no test/): few-shot protocol
+        splits = source_splits(data)
+        if get_protocol(protocol).ref_split not in (splits or ["train"]):
+            protocol = "fewshot"
+    except Exception:  # noqa: BLE001 - a hint only; evaluate itself explains any problem
+        pass
+    metrics = " --metrics kid" if protocol == "fewshot" else ""
+    return (f"\nscore it:     kdgan evaluate --ckpt {run / 'export'} --data {data} --protocol {protocol}"
+            f"{metrics}\n              (on a CPU: at most 1,000 generated images, its time estimate "
+            "first; --full for the protocol's number)")
 
 
 # --------------------------------------------------------------------------- compress
@@ -296,9 +328,11 @@ def _outputs(headline: str, outdir: str, step: int, samples=None, checkpoint=Non
               help="The report's reference data (e.g. the CIFAR archive, whose test split `cifar` needs).")
 @click.option("--report-ref-split", show_default="the protocol's",
               help="Split of the report's reference data.")
+@click.option("--report-full", is_flag=True, help="On a CPU, the protocol's full number of generated "
+              "images in the report (by default a CPU report generates at most 1,000 per network).")
 def compress(teacher, student, width, method, data, outdir, steps, batch_size, device, seed, precision,
              sets, dry_run, report_run, report_repeat, report_protocol, report_num_gen, report_ref,
-             report_ref_split) -> None:
+             report_ref_split, report_full) -> None:
     """Distil a trained generator into a smaller student (AKDG and baselines), then report.
 
     The whole command, report included, is checked before the first step.
@@ -307,7 +341,7 @@ def compress(teacher, student, width, method, data, outdir, steps, batch_size, d
     from kdgan.compress import compress_fields, report_settings, write_report
 
     report = dict(repeat=report_repeat, protocol=report_protocol, num_gen=report_num_gen, ref=report_ref,
-                  ref_split=report_ref_split)
+                  ref_split=report_ref_split, full=report_full)
     if report_run:
         click.echo(f"wrote {write_report(report_run, **report)}")
         return
@@ -480,12 +514,14 @@ def generate(ckpt, num, outdir, seed, class_index, batch_size, device, npz, trun
 @click.option("--out", type=click.Path(dir_okay=False),
               help="Result JSON (a .md table is written beside it).")
 @click.option("--no-cache", is_flag=True, help="Recompute the reference features.")
+@click.option("--full", is_flag=True, help="On a CPU, the protocol's full number of images and repeats "
+              "(by default a CPU evaluates at most 1,000 generated images, once).")
 def evaluate(ckpt, images, data, protocol, num_gen, ref_split, repeat, metrics, seed, batch_size,
-             device, inception, out, no_cache) -> None:
+             device, inception, out, no_cache, full) -> None:
     """FID / KID / IS / precision-recall of a generator or of images, with a stated protocol."""
     from kdgan.metrics import evaluate as run_eval
     from kdgan.metrics import format_table, generate_uint8, get_protocol, load_inception, reference_features
-    from kdgan.metrics.evaluate import parse_metrics
+    from kdgan.metrics.evaluate import estimate_seconds, fit_to_device, parse_metrics
     from kdgan.metrics.images import load_generated
     from kdgan.metrics.vgg import load_vgg16
     from kdgan.nets import load_generator
@@ -497,6 +533,18 @@ def evaluate(ckpt, images, data, protocol, num_gen, ref_split, repeat, metrics, 
     names = parse_metrics(metrics, proto)
     dev = resolve_device(device)
     extractor = load_inception(inception, dev)
+    G = None
+    if images is None:
+        G = load_generator(ckpt, dev)
+        proto, repeat, why = fit_to_device(proto, dev, num_gen, repeat, full)
+        if why:
+            click.echo(why, err=True)
+        if dev.type == "cpu":
+            total = proto.num_gen * repeat
+            seconds, rate = estimate_seconds(extractor, G.config.get("img_resolution", 32), total)
+            click.echo(f"estimate: about {math.ceil(seconds / 60)} min for {total} generated images "
+                       f"through Inception at {rate:.1f} images/s (the reference set's features are "
+                       "computed once and cached)", err=True)
     ref = reference_features(data, proto.ref_split, extractor, batch_size, use_cache=not no_cache)
     pr = None  # precision / recall on VGG-16 fc2 features where its weights are present
     if "pr" in names and (vgg := load_vgg16(dev)) is not None:
@@ -512,8 +560,6 @@ def evaluate(ckpt, images, data, protocol, num_gen, ref_split, repeat, metrics, 
             log.warning("--repeat %d ignored: --images is one fixed set", repeat)
         repeat, sample = 1, (lambda _seed: generated)
     else:
-        repeat = repeat or proto.repeats
-        G = load_generator(ckpt, dev)
         sample = lambda s: generate_uint8(G, proto.num_gen, s, batch_size or 100, dev)  # noqa: E731
     result = run_eval(sample, ref, extractor, proto, names, repeat, seed, batch_size, pr)
     result["generated"]["source"] = str(ckpt or images)
@@ -713,7 +759,8 @@ def click_error_line(e: click.ClickException) -> str:
         message = re.sub(r"\.?\s*\(?Did you mean (.+?)\)?$", r"; did you mean \1", message)
         return f"{message} (run '{command} --help' for all)"
     if isinstance(e, click.BadParameter) and "does not exist" in message:
-        return f"{message}; check the path (a run's generator is RUN/export), or run '{command} --help'"
+        where = " (a run's generator is RUN/export)" if getattr(e.param, "name", "") == "ckpt" else ""
+        return f"{message}; check the path{where}, or run '{command} --help'"
     return f"{message}; run '{command} --help' for what it takes"
 
 
@@ -727,6 +774,9 @@ def main() -> None:
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
+    except getattr(click.exceptions, "NoArgsIsHelpError", ()) as e:  # bare `kdgan`: its help
+        e.show()
+        sys.exit(e.exit_code)
     except click.ClickException as e:
         click.echo(f"error: {click_error_line(e)}", err=True)
         sys.exit(e.exit_code)

@@ -8,6 +8,7 @@ import copy
 import hashlib
 import json
 import logging
+import math
 import os
 import statistics
 import time
@@ -294,7 +295,7 @@ def report_settings(cfg: config_lib.TrainConfig, protocol: str | None = None, nu
 def write_report(run_dir: str | os.PathLike, metrics: tuple[str, ...] | None = None, repeat: int = 1,
                  speed_devices: tuple[str, ...] | None = None, latency_runs: int = 20,
                  throughput_batch: int = 256, protocol: str | None = None, num_gen: int | None = None,
-                 ref: str | None = None, ref_split: str | None = None) -> Path:
+                 ref: str | None = None, ref_split: str | None = None, full: bool = False) -> Path:
     """Teacher vs student of a `kdgan compress` run: report.md, report.json and a sample grid.
 
     Quality uses the run's evaluation settings (eval_protocol, eval_num_gen, eval_ref,
@@ -303,7 +304,7 @@ def write_report(run_dir: str | os.PathLike, metrics: tuple[str, ...] | None = N
     the CPU and, when present, the GPU.
     """
     from kdgan.metrics import evaluate, generate_uint8, load_inception, reference_features
-    from kdgan.metrics.evaluate import parse_metrics
+    from kdgan.metrics.evaluate import estimate_seconds, fit_to_device, parse_metrics
     from kdgan.training.checkpoint import CheckpointManager
     from kdgan.utils.dist import resolve_device
 
@@ -344,6 +345,14 @@ def write_report(run_dir: str | os.PathLike, metrics: tuple[str, ...] | None = N
             G.to(device)
 
     extractor = load_inception(cfg.inception, device)
+    proto, repeat, why = fit_to_device(proto, device, num_gen or cfg.eval_num_gen or None, repeat, full)
+    if why:
+        log.info("report %s", why.replace("--full", "--report-full"))
+    if device.type == "cpu":
+        seconds, rate = estimate_seconds(extractor, G_teacher.config.get("img_resolution", 32),
+                                         2 * proto.num_gen * repeat)
+        log.info("report quality: about %d min for %d generated images (teacher and student) at %.1f "
+                 "images/s", math.ceil(seconds / 60), 2 * proto.num_gen * repeat, rate)
     names = parse_metrics(",".join(metrics or ("fid", "kid", "is")), proto)  # IS: "unavailable" w/o logits
     ref_features = reference_features(ref_source, proto.ref_split, extractor)
     quality = {}

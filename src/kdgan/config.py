@@ -176,7 +176,7 @@ def inactive_fields(cfg: dict[str, Any]) -> set[str]:
         out.add("lazy_reg")
     if not (cfg.get("ada") or cfg.get("apa")):
         out.add("ada_p_cap")
-    if not cfg.get("vision_aided"):
+    if not cfg.get("vision_aided") or cfg.get("device") == "cpu":  # fp16 applies on CUDA only
         out.add("vision_aided_half")
     return out
 
@@ -604,6 +604,8 @@ TRAIN_FLAGS = ("data", "steps", "batch_size", "device", "seed", "precision", "re
 
 def _flag_hint(message: str) -> str:
     """' (flag --steps)' / ' (--set lecam_decay=...)': where to change the fields a check names."""
+    if "--" in message:  # the message already says which flag to change
+        return ""
     names = set(field_names())
     named = list(dict.fromkeys(w for w in (w.strip(",.:;()'") for w in message.split()) if w in names))
     if not named:

@@ -244,6 +244,9 @@ def test_train_with_evaluation_then_evaluate_checkpoint_and_images(tmp_path, ima
                 "--inception", "tf-torchscript", "--out", tmp_path / "e.json", env=env)
     assert "| fid |" in out.stdout and "+-" in out.stdout and "| is | unavailable |" in out.stdout
     assert "reference features of" in out.stderr and "from the cache" in out.stderr  # reused
+    # the CPU estimate comes before the work; numbers asked for are kept (no CPU budget line)
+    assert "estimate: about 1 min for 24 generated images" in out.stderr and "on the CPU:" not in out.stderr
+    assert out.stderr.index("estimate:") < out.stderr.index("reference features")
     result = json.loads((tmp_path / "e.json").read_text())
     assert len(result["metrics"]["fid"]["values"]) == 2 and result["generated"]["seeds"] == [0, 1]
     assert {"kid", "precision", "recall"} <= set(result["metrics"])

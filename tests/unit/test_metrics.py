@@ -202,7 +202,8 @@ def test_one_repeat_output_has_no_std_no_none_and_kid_scaled_the_same_everywhere
     table = format_table(result)
     kid_x1e3 = f"{result['metrics']['kid']['mean'] * 1e3:.4f}"
     assert "| metric | value | repeats |" in table and "+-" not in table
-    assert f"| kid x 1e3 | {kid_x1e3} | 1 |" in table
+    subset_std = f"{result['metrics']['kid_subset_std']['mean'] * 1e3:.4f}"
+    assert f"| kid x 1e3 | {kid_x1e3} (std over KID subsets {subset_std}) | 1 |" in table
     assert f"({flat}, all images, sha256" in table and "None" not in table
     repeat_line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("repeat 1/1"))
     assert f"kid x 1e3 {result['metrics']['kid']['mean'] * 1e3:.4g}," in repeat_line  # the table's scale
@@ -240,3 +241,20 @@ def test_long_extractions_announce_their_duration(inception, monkeypatch, caplog
     images = np.zeros((3, 32, 32, 3), np.uint8)
     extract_features(images, inception, batch_size=1, desc="generated features 1/1")
     assert "generated features 1/1: about 3 min for the remaining 2 images (0.0 images/s)" in caplog.text
+
+
+def test_a_cpu_evaluates_at_most_1000_images_once_unless_asked():
+    from kdgan.metrics.evaluate import CPU_NUM_GEN, fit_to_device, get_protocol
+
+    cifar, fewshot = get_protocol("cifar"), get_protocol("fewshot")
+    proto, repeats, line = fit_to_device(cifar, "cpu", None, None, full=False)
+    assert (proto.num_gen, repeats) == (CPU_NUM_GEN, 1) == (1000, 1)
+    assert "10000 x 3" in line and "--full" in line
+    assert fit_to_device(cifar, "cpu", None, None, full=True)[:2] == (cifar, 3)  # --full: as published
+    assert fit_to_device(cifar, "cuda", None, None, full=False)[:2] == (cifar, 3)  # a GPU: as published
+    asked = get_protocol("fewshot", 5000)
+    assert fit_to_device(asked, "cpu", 5000, 2, full=False) == (asked, 2, "")  # numbers asked: kept
+    proto, repeats, line = fit_to_device(fewshot, "cpu", None, None, full=False)
+    assert (proto.num_gen, repeats) == (1000, 1) and "5000 x 1" in line
+    small = get_protocol("custom", 200)
+    assert fit_to_device(small, "cpu", 200, None, full=False) == (small, 1, "")  # already small

@@ -162,6 +162,46 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+CPU_NUM_GEN = 1000  # generated images per network on a CPU unless the full protocol is asked for
+
+
+def fit_to_device(proto: Protocol, device: torch.device | str, num_gen: int | None, repeat: int | None,
+                  full: bool) -> tuple[Protocol, int, str]:
+    """The protocol and repeats an evaluation runs with here, and a line saying so ("" if as is).
+
+    On a GPU or with `full`, the protocol as published. On a CPU (Inception at about 10 images/s
+    on 2 cores) `num_gen` and `repeat` as given, else at most CPU_NUM_GEN generated images and
+    one repeat, so a report takes minutes instead of hours; KID's spread over its subsets and
+    the number generated are reported with the values, and FID is biased upwards at fewer images."""
+    repeats = repeat or proto.repeats
+    if full or torch.device(device).type != "cpu":
+        return proto, repeats, ""
+    n = num_gen or min(proto.num_gen, CPU_NUM_GEN)
+    repeats = repeat or 1
+    if (n, repeats) == (proto.num_gen, proto.repeats) or (num_gen, repeat) == (n, repeats):
+        return proto, repeats, ""  # as the protocol has it, or as asked
+    fitted = Protocol(proto.name, n, proto.ref_split, proto.metrics,
+                      f"{proto.description} (run on a CPU with {n} generated x {repeats})", proto.repeats)
+    line = (f"on the CPU: {n} generated images x {repeats} repeat{'s' * (repeats > 1)} (the {proto.name} "
+            f"protocol: {proto.num_gen} x {proto.repeats}; FID is biased upwards at fewer images, so compare "
+            "runs at the same number, or KID); --full for the protocol's numbers")
+    return fitted, repeats, line
+
+
+def estimate_seconds(extractor: InceptionFeatures, resolution: int, num_images: int) -> tuple[float, float]:
+    """Seconds to extract `num_images` features at `resolution`, and the images/s it is based on:
+    timed on one batch after a warm-up one (a few seconds; features of zeros, discarded)."""
+    from kdgan.metrics.reference import feature_batch_size
+
+    batch = feature_batch_size(extractor.device)
+    x = torch.zeros(batch, 3, resolution, resolution, dtype=torch.uint8)
+    extractor(x)  # the first call pays one-off set-up (graph freezing)
+    t0 = reference._clock()
+    extractor(x)
+    rate = batch / max(reference._clock() - t0, 1e-9)
+    return num_images / rate, rate
+
+
 def evaluate(sample, ref: FeatureSet, extractor: InceptionFeatures, protocol: Protocol,
              metrics: tuple[str, ...], repeats: int = 1, seed: int = 0,
              batch_size: int | None = None,
@@ -236,6 +276,8 @@ def format_table(result: dict[str, Any]) -> str:
         value = f"{v['mean'] * scale:.4f}"
         if len(v["values"]) > 1:
             value += f" +- {v['std'] * scale:.4f}"
+        elif key == "kid" and "kid_subset_std" in result["metrics"]:  # one repeat: KID's own spread
+            value += f" (std over KID subsets {result['metrics']['kid_subset_std']['mean'] * scale:.4f})"
         rows.append(f"| {name} | {value} | {len(v['values'])} |")
     for key, reason in result.get("unavailable", {}).items():
         rows.append(f"| {key} | unavailable | {reason} |")

@@ -44,6 +44,10 @@ def save_atomic(obj: Any, path: str | os.PathLike) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except RuntimeError as e:  # torch's zip writer wraps a refused write (a full disk) in its own error
+        if isinstance(e.__context__, OSError):
+            raise e.__context__ from None
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()
