@@ -145,6 +145,14 @@ def worker(args: argparse.Namespace) -> None:
     print(
         f"{args.arm} seed {args.seed}: built in {record['build_s']:.0f} s on {record['device']}", flush=True
     )
+    # start barrier: every run starts training when all are built (or 90 s on), so a slow build
+    # does not cut every run's steps through the common step
+    barrier = Path(args.barrier)
+    (barrier / f"{args.arm}-s{args.seed}.ready").touch()
+    waited = time.time()
+    while len(list(barrier.glob("*.ready"))) < args.num_runs and time.time() - waited < 90:
+        time.sleep(0.2)
+    record["waited_s"] = time.time() - waited
     sums: dict[str, float] = {}
     count, t0 = 0, time.time()
     # no probe at step 0: spectral norm's vectors are not yet iterated, so eval-mode D is meaningless
@@ -223,6 +231,8 @@ def run(args: argparse.Namespace) -> int:
         f"(budget {args.budget_min} min, {args.reserve_s} s kept for packing)"
     )
     procs = {}
+    shutil.rmtree(work / ".barrier", ignore_errors=True)
+    (work / ".barrier").mkdir(parents=True)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(args.threads)}
     for arm, seed in runs:
         name = f"{arm}-s{seed}"
@@ -255,6 +265,10 @@ def run(args: argparse.Namespace) -> int:
             str(args.probe),
             "--set-json",
             json.dumps(extra),
+            "--barrier",
+            str(work / ".barrier"),
+            "--num-runs",
+            str(len(runs)),
         ]
         procs[name] = subprocess.Popen(
             cmd, stdout=open(work / f"{name}.log", "w"), stderr=subprocess.STDOUT, env=env, cwd=ROOT
@@ -674,7 +688,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--progress-s", type=float, default=30.0)
     r.add_argument("--set", nargs="*", default=[], help="config overrides k=v for every run (dry runs)")
     w = sub.add_parser("worker", help=argparse.SUPPRESS)
-    for a in ("--arm", "--data", "--teacher", "--device", "--run-dir", "--set-json"):
+    for a in ("--arm", "--data", "--teacher", "--device", "--run-dir", "--set-json", "--barrier"):
         w.add_argument(a, required=True)
     for a, t in (
         ("--seed", int),
@@ -683,6 +697,7 @@ def main(argv: list[str] | None = None) -> int:
         ("--snapshot-every", int),
         ("--log-every", int),
         ("--probe", int),
+        ("--num-runs", int),
     ):
         w.add_argument(a, type=t, required=True)
     s = sub.add_parser("score", help="FID / KID, curves, samples and report.md of a returned slot folder")
