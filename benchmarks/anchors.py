@@ -706,6 +706,14 @@ def biggan_part(rel, device: torch.device, tiny: bool, args, out: dict, save) ->
 
 
 # --------------------------------------------------------------------------- main
+def timed_part(label: str, key: str, run, out: dict) -> None:
+    """Run one part, record its wall time in out[key]["wall_s"] and print it."""
+    t0 = time.perf_counter()
+    run()
+    out[key]["wall_s"] = time.perf_counter() - t0
+    print(f"anchors: {label} part took {out[key]['wall_s']:.0f} s", flush=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="auto", help="cuda, cpu (a tiny config), or auto (cuda if visible)")
@@ -775,20 +783,14 @@ def main() -> None:
               f"({ops['reason']}); build {ops['build_s']:.1f} s", flush=True)
         print(f"anchors: NVlabs gradfix: {ops['gradfix']}", flush=True)
         save()
-        t0 = time.perf_counter()
-        stylegan2_part(nv, device, tiny, args, out, save)
-        out["stylegan2"]["wall_s"] = time.perf_counter() - t0
-        print(f"anchors: StyleGAN2 part took {out['stylegan2']['wall_s']:.0f} s", flush=True)
+        timed_part("StyleGAN2", "stylegan2", lambda: stylegan2_part(nv, device, tiny, args, out, save), out)
     else:
         print("anchors: StyleGAN2 part skipped (no --nvlabs)", flush=True)
     if args.kddlgan:
         rel, note = import_released(Path(args.kddlgan).expanduser().resolve())
         if note:
             print(f"anchors: KD_DLGAN note: {note}", flush=True)
-        t0 = time.perf_counter()
-        biggan_part(rel, device, tiny, args, out, save)
-        out["biggan"]["wall_s"] = time.perf_counter() - t0
-        print(f"anchors: BigGAN-CIFAR part took {out['biggan']['wall_s']:.0f} s", flush=True)
+        timed_part("BigGAN-CIFAR", "biggan", lambda: biggan_part(rel, device, tiny, args, out, save), out)
     else:
         print("anchors: BigGAN-CIFAR part skipped (no --kddlgan)", flush=True)
     save()

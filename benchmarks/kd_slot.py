@@ -205,16 +205,14 @@ def run(args: argparse.Namespace) -> int:
         print(line, flush=True)
         logf.write(line + "\n")
 
-    extra = {}
-    for kv in args.set:
-        if "=" not in kv:
-            say(f"error: --set expects FIELD=VALUE, got {kv!r}")
-            return 2
-        key, value = kv.split("=", 1)
-        try:
-            extra[key] = json.loads(value)  # numbers, true / false, lists
-        except ValueError:
-            extra[key] = value  # plain strings: fp32, translation,cutout
+    from kdgan.cli import _parse_sets
+    from kdgan.errors import KdganError
+
+    try:  # strings, as `kdgan train --set`: the workers' resolve() converts them to the field types
+        extra = _parse_sets(tuple(args.set))
+    except KdganError as e:
+        say(f"error: {e}")
+        return 2
     args.data, args.teacher = str(Path(args.data).resolve()), str(Path(args.teacher).resolve())
     needs_teacher = "da-kd" in args.arms and "teacher" not in extra  # --set teacher=... replaces it
     teacher_file = str(Path(args.teacher) / "teacher.safetensors")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import json
 import logging
-import math
 import re
 import sys
 from pathlib import Path
@@ -268,16 +267,15 @@ def _outputs(headline: str, outdir: str, step: int, samples=None, checkpoint=Non
 
 def _score_line(cfg, run: Path) -> str:
     """The evaluate command that fits the run: its data and protocol (KID for a few-shot set)."""
-    from kdgan.data.sources import source_splits
+    from kdgan.data.sources import source_splits, split_available
     from kdgan.metrics import get_protocol
 
     data = cfg.eval_ref or cfg.data
     protocol = cfg.eval_protocol
     try:  # data without the protocol's split (the demo's faces have no test/): few-shot protocol
-        splits = source_splits(data)
-        if get_protocol(protocol).ref_split not in (splits or ["train"]):
+        if not split_available(source_splits(data), get_protocol(protocol).ref_split):
             protocol = "fewshot"
-    except Exception:  # noqa: BLE001 - a hint only; evaluate itself explains any problem
+    except KdganError:  # a hint only; evaluate itself explains a missing source or protocol
         pass
     metrics = " --metrics kid" if protocol == "fewshot" else ""
     return (f"\nscore it:     kdgan evaluate --ckpt {run / 'export'} --data {data} --protocol {protocol}"
@@ -521,7 +519,7 @@ def evaluate(ckpt, images, data, protocol, num_gen, ref_split, repeat, metrics, 
     """FID / KID / IS / precision-recall of a generator or of images, with a stated protocol."""
     from kdgan.metrics import evaluate as run_eval
     from kdgan.metrics import format_table, generate_uint8, get_protocol, load_inception, reference_features
-    from kdgan.metrics.evaluate import estimate_seconds, fit_to_device, parse_metrics
+    from kdgan.metrics.evaluate import parse_metrics, plan_for_device
     from kdgan.metrics.images import load_generated
     from kdgan.metrics.vgg import load_vgg16
     from kdgan.nets import load_generator
@@ -536,15 +534,10 @@ def evaluate(ckpt, images, data, protocol, num_gen, ref_split, repeat, metrics, 
     G = None
     if images is None:
         G = load_generator(ckpt, dev)
-        proto, repeat, why = fit_to_device(proto, dev, num_gen, repeat, full)
-        if why:
-            click.echo(why, err=True)
-        if dev.type == "cpu":
-            total = proto.num_gen * repeat
-            seconds, rate = estimate_seconds(extractor, G.config.get("img_resolution", 32), total)
-            click.echo(f"estimate: about {math.ceil(seconds / 60)} min for {total} generated images "
-                       f"through Inception at {rate:.1f} images/s (the reference set's features are "
-                       "computed once and cached)", err=True)
+        proto, repeat, lines = plan_for_device(proto, dev, extractor, G.config.get("img_resolution", 32),
+                                               num_gen, repeat, full)
+        for line in lines:
+            click.echo(line, err=True)
     ref = reference_features(data, proto.ref_split, extractor, batch_size, use_cache=not no_cache)
     pr = None  # precision / recall on VGG-16 fc2 features where its weights are present
     if "pr" in names and (vgg := load_vgg16(dev)) is not None:

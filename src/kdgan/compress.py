@@ -8,7 +8,6 @@ import copy
 import hashlib
 import json
 import logging
-import math
 import os
 import statistics
 import time
@@ -262,7 +261,7 @@ def report_settings(cfg: config_lib.TrainConfig, protocol: str | None = None, nu
     `kdgan compress` can refuse before its first step). The default protocol (the run's
     eval_protocol, cifar) needs a test split; data without one falls back to `fewshot`
     (all training images as reference), saying so. Errors name `kdgan compress` flags."""
-    from kdgan.data.sources import source_splits
+    from kdgan.data.sources import source_splits, split_available
     from kdgan.metrics import get_protocol
 
     name = protocol or cfg.eval_protocol
@@ -275,7 +274,7 @@ def report_settings(cfg: config_lib.TrainConfig, protocol: str | None = None, nu
     proto = get_protocol(name, n, ref_split)
     source = ref or cfg.eval_ref or cfg.data
     splits = source_splits(source)
-    available = (lambda split: split in splits) if splits else (lambda split: split == "train")
+    available = lambda split: split_available(splits, split)  # noqa: E731
     if available(proto.ref_split):
         return proto, source
     have = f"the splits {', '.join(splits)}" if splits else "no split folders"
@@ -304,7 +303,7 @@ def write_report(run_dir: str | os.PathLike, metrics: tuple[str, ...] | None = N
     the CPU and, when present, the GPU.
     """
     from kdgan.metrics import evaluate, generate_uint8, load_inception, reference_features
-    from kdgan.metrics.evaluate import estimate_seconds, fit_to_device, parse_metrics
+    from kdgan.metrics.evaluate import parse_metrics, plan_for_device
     from kdgan.training.checkpoint import CheckpointManager
     from kdgan.utils.dist import resolve_device
 
@@ -345,14 +344,11 @@ def write_report(run_dir: str | os.PathLike, metrics: tuple[str, ...] | None = N
             G.to(device)
 
     extractor = load_inception(cfg.inception, device)
-    proto, repeat, why = fit_to_device(proto, device, num_gen or cfg.eval_num_gen or None, repeat, full)
-    if why:
-        log.info("report %s", why.replace("--full", "--report-full"))
-    if device.type == "cpu":
-        seconds, rate = estimate_seconds(extractor, G_teacher.config.get("img_resolution", 32),
-                                         2 * proto.num_gen * repeat)
-        log.info("report quality: about %d min for %d generated images (teacher and student) at %.1f "
-                 "images/s", math.ceil(seconds / 60), 2 * proto.num_gen * repeat, rate)
+    resolution = G_teacher.config.get("img_resolution", 32)
+    proto, repeat, lines = plan_for_device(proto, device, extractor, resolution,
+                                           num_gen or cfg.eval_num_gen or None, repeat, full, networks=2)
+    for line in lines:  # teacher and student
+        log.info("report %s", line.replace("--full", "--report-full"))
     names = parse_metrics(",".join(metrics or ("fid", "kid", "is")), proto)  # IS: "unavailable" w/o logits
     ref_features = reference_features(ref_source, proto.ref_split, extractor)
     quality = {}

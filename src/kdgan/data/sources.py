@@ -230,6 +230,11 @@ def _read_dataset_json(entries: _Entries) -> dict | None:
     return meta if isinstance(meta, dict) and meta.get("format") == DATASET_FORMAT else None
 
 
+def split_available(splits: tuple[str, ...], split: str) -> bool:
+    """Whether a source with these `source_splits` offers `split`: an unsplit source is all 'train'."""
+    return split in splits if splits else split == "train"
+
+
 def source_splits(src: str | os.PathLike) -> tuple[str, ...]:
     """The split folders a source offers (CIFAR: train and test), () when it is one unsplit set;
     cheap (reads names only), for checking a command before it runs."""

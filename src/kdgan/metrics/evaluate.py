@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import statistics
 from dataclasses import dataclass
 from typing import Any
@@ -200,6 +201,22 @@ def estimate_seconds(extractor: InceptionFeatures, resolution: int, num_images: 
     extractor(x)
     rate = batch / max(reference._clock() - t0, 1e-9)
     return num_images / rate, rate
+
+
+def plan_for_device(proto: Protocol, device: torch.device | str, extractor: InceptionFeatures,
+                    resolution: int, num_gen: int | None, repeat: int | None, full: bool,
+                    networks: int = 1) -> tuple[Protocol, int, list[str]]:
+    """`fit_to_device`, and the lines to show before the work: the CPU budget (when it applies)
+    and, on a CPU, the time estimate for `networks` x the generated images."""
+    proto, repeats, why = fit_to_device(proto, device, num_gen, repeat, full)
+    lines = [why] if why else []
+    if torch.device(device).type == "cpu":
+        total = networks * proto.num_gen * repeats
+        seconds, rate = estimate_seconds(extractor, resolution, total)
+        lines.append(f"estimate: about {math.ceil(seconds / 60)} min for {total} generated images through "
+                     f"Inception at {rate:.1f} images/s (the reference set's features are computed once "
+                     "and cached)")
+    return proto, repeats, lines
 
 
 def evaluate(sample, ref: FeatureSet, extractor: InceptionFeatures, protocol: Protocol,
