@@ -73,6 +73,14 @@ THROUGHPUT_TARGET = 3.0  # kdgan / released BigGAN-CIFAR throughput
 # the tiny CPU configs: exercise every code path end to end, the figures mean nothing
 TINY_SG2 = {"resolution": 32, "channel_base": 2048, "channel_max": 64}
 TINY_BIGGAN = {"g_ch": 16, "d_ch": 16, "batch_size": 10}
+# --cpu-size medium: the CPU figure of every ratio, at a size where the layers do real work (the
+# FIR benchmark's StyleGAN2 size; BigGAN at half the channels and batch) in a few minutes
+CPU_SIZES = {
+    "tiny": (dict(TINY_SG2), dict(TINY_BIGGAN)),
+    "medium": ({"resolution": 64, "channel_base": 4096, "channel_max": 512, "batch_size": 8},
+               {"g_ch": 32, "d_ch": 32, "batch_size": 25}),
+}
+CPU_SIZE = "tiny"  # set by --cpu-size
 PLUGINS = {"upfirdn2d": "upfirdn2d_plugin", "bias_act": "bias_act_plugin"}  # NVlabs op module -> plugin name
 BUILD_TIMEOUT_S = 240  # the two plugins took 22-24 s on an H200 (nvcc 13, 16 cores)
 _BUILD = ("import sys, torch.utils.cpp_extension as e; e.load(name=sys.argv[1], sources=sys.argv[2:], "
@@ -112,6 +120,17 @@ def peak_memory_mib(step, device: torch.device) -> float | None:
     step()
     sync(device)
     return torch.cuda.max_memory_allocated(device) / 2**20
+
+
+def kept_mib(step, modules) -> float:
+    """Most MiB of activations autograd keeps at once over one call of `step` (weights excluded):
+    the activation part of peak memory, on any device (kdgan.utils.memory.SavedTensors)."""
+    from kdgan.utils.memory import SavedTensors
+
+    weights = [t for m in modules for t in (*m.parameters(), *m.buffers())]
+    with SavedTensors(exclude=weights) as kept:
+        step()
+    return kept.peak / 2**20
 
 
 def free(device: torch.device) -> None:
@@ -155,6 +174,7 @@ def plan(device: str, tiny: bool, kd: bool, mixed: bool) -> list[str]:
         f"would measure: {sg2} fp32 path-length step (G on batch / {c.pl_batch_shrink}, penalty with "
         "create_graph, backward), median ms",
         f"would measure: {sg2} fp32 peak GPU memory of the main step, MiB (CUDA only)",
+        f"would measure: {sg2} fp32 activations autograd keeps at once over the main step, MiB (any device)",
         f"would measure: {sg2} fp32 few-shot step, s/kimg = (main + R1 / {c.r1_every} + PL / {c.pl_every}) x "
         f"{KIMG / c.batch_size:g} steps per kimg",
     ]
@@ -355,6 +375,9 @@ class KdganStyleGAN2:
     def params(self) -> tuple[int, int]:
         return count(self.t.G), count(self.t.D)
 
+    def modules(self) -> list[torch.nn.Module]:
+        return [self.t.G, self.t.D]
+
 
 class NVlabsStyleGAN2:
     """NVlabs' Generator / Discriminator and StyleGAN2Loss, each phase as its training loop runs it:
@@ -416,6 +439,9 @@ class NVlabsStyleGAN2:
     def params(self) -> tuple[int, int]:
         return count(self.G), count(self.D)
 
+    def modules(self) -> list[torch.nn.Module]:
+        return [self.G, self.D]
+
 
 def run_side(make, device: torch.device, reps: dict, max_s: float, parts=("main", "r1", "pl")) -> dict:
     """Build one side, time its phases, measure the main step's memory, then free it."""
@@ -426,6 +452,7 @@ def run_side(make, device: torch.device, reps: dict, max_s: float, parts=("main"
         warm = 1 if part == "r1" else 2
         res[part] = measure(getattr(side, part), device, reps[part], warm, max_s)
     res["peak_mib"] = peak_memory_mib(side.main, device)
+    res["kept_mib"] = kept_mib(side.main, side.modules())
     del side
     free(device)
     return res
@@ -592,6 +619,10 @@ def device_name(device: torch.device) -> str:
     return f"CPU x{torch.get_num_threads()} threads"
 
 
+def nv_cuda(out: dict) -> bool:
+    return out.get("nvlabs_ops", {}).get("impl") == "cuda"
+
+
 def ratio(a: float | None, b: float | None) -> str:
     return f"{a / b:.2f}x" if a and b else "n/a"
 
@@ -599,7 +630,7 @@ def ratio(a: float | None, b: float | None) -> str:
 def stylegan2_part(nv, device: torch.device, tiny: bool, args, out: dict, save) -> None:
     cfg = sg2_config(device.type, tiny)
     where = device_name(device)
-    tag = f"StyleGAN2 {cfg.resolution}px{' (tiny)' if tiny else ''}"
+    tag = f"StyleGAN2 {cfg.resolution}px{f' ({CPU_SIZE})' if tiny else ''}"
     g = torch.Generator(device=device).manual_seed(0)
     real = torch.rand(cfg.batch_size, 3, cfg.resolution, cfg.resolution, device=device, generator=g) * 2 - 1
     reps = {"main": args.repeats, "r1": args.repeats_r1, "pl": args.repeats}
@@ -620,6 +651,10 @@ def stylegan2_part(nv, device: torch.device, tiny: bool, args, out: dict, save) 
         print(f"anchors: {tag} fp32 main-step peak GPU memory on {where}: kdgan {k['peak_mib']:.0f} MiB, "
               f"NVlabs {n['peak_mib']:.0f} MiB, ratio kdgan/NVlabs {ratio(k['peak_mib'], n['peak_mib'])}",
               flush=True)
+    print(f"anchors: {tag} fp32 main step, activations kept for the backward (most at once, weights "
+          f"excluded; {'NVlabs with its CUDA ops' if nv_cuda(out) else 'NVlabs with its reference ops'}): "
+          f"kdgan {k['kept_mib']:.1f} MiB, NVlabs {n['kept_mib']:.1f} MiB, ratio kdgan/NVlabs "
+          f"{ratio(k['kept_mib'], n['kept_mib'])}", flush=True)
     per_kimg = KIMG / cfg.batch_size
     for side in (k, n):
         side["step_s"] = side["main"]["s"] + side["r1"]["s"] / cfg.r1_every + side["pl"]["s"] / cfg.pl_every
@@ -648,8 +683,9 @@ def stylegan2_part(nv, device: torch.device, tiny: bool, args, out: dict, save) 
     print(f"anchors: {tag} mixed precision main step on {where}: kdgan (bf16 autocast) {km['s'] * 1e3:.1f} "
           f"ms, NVlabs (fp16 in the 4 highest resolutions, conv_clamp 256) {nm['s'] * 1e3:.1f} ms, ratio "
           f"kdgan/NVlabs {ratio(km['s'], nm['s'])}; peak memory kdgan {k['peak_mib']:.0f} MiB, NVlabs "
-          f"{n['peak_mib']:.0f} MiB, ratio {ratio(k['peak_mib'], n['peak_mib'])} (median of {km['runs']} / "
-          f"{nm['runs']})", flush=True)
+          f"{n['peak_mib']:.0f} MiB, ratio {ratio(k['peak_mib'], n['peak_mib'])}; activations kept kdgan "
+          f"{k['kept_mib']:.0f} MiB, NVlabs {n['kept_mib']:.0f} MiB (median of {km['runs']} / {nm['runs']})",
+          flush=True)
     out["stylegan2"]["mixed"] = mixed
     save()
 
@@ -658,7 +694,7 @@ def biggan_part(rel, device: torch.device, tiny: bool, args, out: dict, save) ->
     from train_step import time_step
 
     where = device_name(device)
-    tag = "BigGAN-CIFAR" + (" (tiny)" if tiny else "")
+    tag = "BigGAN-CIFAR" + (f" ({CPU_SIZE})" if tiny else "")
     cfg = biggan_config(device.type, tiny)
     overrides = {"G_ch": cfg.g_ch, "D_ch": cfg.d_ch, "batch_size": cfg.batch_size} if tiny else {}
     config = released_config(rel, overrides)
@@ -731,7 +767,14 @@ def main() -> None:
     p.add_argument("--no-kd", action="store_true", help="skip the BigGAN-CIFAR DA + KD-DLGAN row")
     p.add_argument("--ext-dir", default="", help="TORCH_EXTENSIONS_DIR of NVlabs' plugins (default: torch's)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
+    p.add_argument("--cpu-size", choices=sorted(CPU_SIZES), default="tiny",
+                   help="the CPU run's config: tiny (exercises the code, seconds) or medium (the CPU figure "
+                        "of every ratio, 64 px StyleGAN2 and a 32-channel BigGAN, minutes)")
     args = p.parse_args()
+    global CPU_SIZE
+    CPU_SIZE = args.cpu_size
+    TINY_SG2.clear(), TINY_SG2.update(CPU_SIZES[args.cpu_size][0])
+    TINY_BIGGAN.clear(), TINY_BIGGAN.update(CPU_SIZES[args.cpu_size][1])
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     cuda = torch.cuda.is_available()
@@ -768,8 +811,11 @@ def main() -> None:
             Path(args.json).parent.mkdir(parents=True, exist_ok=True)
             Path(args.json).write_text(json.dumps(out, indent=2))
 
-    mode = "tiny CPU config (the figures exercise the code, they mean nothing)" if tiny else \
-        "TF32 on, cudnn.benchmark on"
+    mode = "TF32 on, cudnn.benchmark on"
+    if tiny:
+        mode = "tiny CPU config (the figures exercise the code, they mean nothing)"
+        if args.cpu_size == "medium":
+            mode = f"medium CPU config {TINY_SG2} / {TINY_BIGGAN}, {torch.get_num_threads()} threads"
     print(f"anchors: {device_name(device)}, torch {torch.__version__}, CUDA {torch.version.cuda}, {mode}",
           flush=True)
     if args.nvlabs:

@@ -77,6 +77,9 @@ class TrainConfig:
     # D's feature head predicts the teacher's features: none = raw (released code, CLIP) | rms =
     # divided by their RMS norm over the real images | standard = centred on the real mean, then so
     kd_target_norm: str = "none"
+    # False: the KD terms train D's feature head only; their gradient stops at D's trunk, so KD
+    # cannot shape the features D's logit uses (an ablation; the paper's KD reaches the trunk)
+    kd_trunk_grad: bool = True
     r1_gamma: float = 0.0  # R1 weight: gamma / 2 * E||grad_x D(x)||^2 on reals; 0 = off (AKDG, StyleGAN2: 10)
     r1_every: int = 1  # lazy R1: on every K-th D step with weight x K (StyleGAN2: 16); 1 = every step
     lazy_reg: str = "separate"  # lazy R1 / path length: separate (own optimiser step, stylegan2-ada) | fused

@@ -116,11 +116,11 @@ def test_anchors_dry_mode_lists_each_measurement_without_a_gpu_or_the_checkouts(
         lines = [x.strip() for x in text.splitlines() if x.strip().startswith("would measure:")]
         # the real run's measurements: StyleGAN2 at the preset's 256 px, then BigGAN-CIFAR
         for what in ("256px fp32 main step", "256px fp32 R1 step", "256px fp32 path-length step",
-                     "peak GPU memory of the main step", "s/kimg = (main + R1 / 16 + PL / 4) x 62.5",
+                     "peak GPU memory of the main step", "activations autograd keeps", "s/kimg = (main + R1 / 16 + PL / 4) x 62.5",
                      "mixed-precision main step", "BigGAN-CIFAR DA (ch 64, batch 50, 4 D steps",
                      "target >= 3x", "+ KD-DLGAN"):
             assert sum(what in x for x in lines) >= 1, (key, what, text)
-        assert len(lines) == 8, text  # 5 StyleGAN2 fp32, 1 mixed, 2 BigGAN-CIFAR
+        assert len(lines) == 9, text  # 6 StyleGAN2 fp32, 1 mixed, 2 BigGAN-CIFAR
     assert "no --nvlabs / --kddlgan checkout given" in outs["no checkouts"][0]
 
 
@@ -153,7 +153,7 @@ def test_anchors_tiny_cpu_run_against_the_checkouts(tmp_path):
     text = proc.communicate(timeout=600)[0]
     assert proc.returncode == 0, text
     assert "NVlabs ops: reference ops" in text
-    for what in ("fp32 main step", "fp32 R1 step", "fp32 path-length step", "s/kimg",
+    for what in ("fp32 main step", "fp32 R1 step", "fp32 path-length step", "s/kimg", "activations kept",
                  "BigGAN-CIFAR (tiny) DA", "DA + KD-DLGAN"):
         assert what in text, (what, text)
     res = json.loads(out.read_text())

@@ -44,6 +44,18 @@ def test_d_terms_reach_d_never_the_teacher(tmp_path):
     assert all(p.grad is None for p in t.G.parameters())  # fakes are made without grad in D's phase
 
 
+def test_kd_without_trunk_gradient_trains_the_head_only(tmp_path):
+    t = kd_trainer(tmp_path, kd_trunk_grad=False)
+    real, labels, idx = t.real_batch(0)
+    terms, _ = t.objective.d_terms(t.G, t.D, real, labels, idx)
+    (terms["d/agkd"] + terms["d/cgkd"]).backward(retain_graph=True)
+    assert t.D.kd_head.fc1.parametrizations.weight.original.grad.abs().sum() > 0
+    assert t.D.blocks[0].conv1.parametrizations.weight.original.grad is None  # the trunk is untouched
+    t.D.zero_grad(set_to_none=True)
+    terms["d/hinge_real"].backward()  # the adversarial terms still reach the trunk
+    assert t.D.blocks[0].conv1.parametrizations.weight.original.grad.abs().sum() > 0
+
+
 def test_pairwise_diversity_in_generator_mode_reaches_g_through_the_teacher(tmp_path):
     t = kd_trainer(tmp_path, pd_mode="generator", prompts="cifar10")
     t.D.requires_grad_(False)

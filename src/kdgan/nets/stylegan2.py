@@ -136,6 +136,51 @@ def downsample2x(x: torch.Tensor) -> torch.Tensor:
     return fir_filter(x, (1, 1), stride=2)
 
 
+# --------------------------------------------------------------------------- bias + activation
+class _BiasLReLU(torch.autograd.Function):
+    """y = leaky_relu(x + b, alpha) * gain that keeps only y for its backward.
+
+    Written as three autograd ops, the same layer keeps x + b for leaky_relu's backward while
+    the next layer keeps y: two full activations per layer where NVlabs' bias_act keeps one
+    (issue 23: peak memory of the main step). lrelu's derivative depends only on the sign of
+    its input, which is y's sign (gain > 0), so y suffices. The backward is built from
+    differentiable ops on the incoming gradient (the mask from y is a constant: the second
+    derivative of lrelu is zero almost everywhere), so R1 and path length differentiate
+    through it again. Same values as the three ops, bit for bit: the sum x + b is formed with
+    the same type promotion, and the gradient in the same order (gain, then lrelu's mask).
+    """
+
+    @staticmethod
+    def forward(ctx, x, bias, alpha, gain):
+        t = x if bias is None else x + bias.view(1, -1, *([1] * (x.ndim - 2)))
+        y = F.leaky_relu(t, alpha).mul_(gain)
+        ctx.save_for_backward(y)
+        ctx.alpha, ctx.gain, ctx.has_bias, ctx.bias_shape = alpha, gain, bias is not None, (
+            None if bias is None else (1, bias.shape[0], *([1] * (x.ndim - 2))))
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        (y,) = ctx.saved_tensors
+        dt = torch.ops.aten.leaky_relu_backward(grad * ctx.gain, y.detach(), ctx.alpha, True)
+        db = dt.sum_to_size(ctx.bias_shape).flatten() if ctx.has_bias and ctx.needs_input_grad[1] else None
+        return dt, db, None, None
+
+
+def bias_lrelu(x: torch.Tensor, bias: torch.Tensor | None = None, alpha: float = 0.2,
+               gain: float = _SQRT2) -> torch.Tensor:
+    """leaky_relu(x + bias[channel], alpha) * gain, keeping one activation for the backward."""
+    return _BiasLReLU.apply(x, bias, alpha, gain)
+
+
+def bias_lrelu_reference(x: torch.Tensor, bias: torch.Tensor | None = None, alpha: float = 0.2,
+                         gain: float = _SQRT2) -> torch.Tensor:
+    """`bias_lrelu` as the plain ops it replaced: the reference of tests and benchmarks."""
+    if bias is not None:
+        x = x + bias.view(1, -1, *([1] * (x.ndim - 2)))
+    return F.leaky_relu(x, alpha) * gain
+
+
 # --------------------------------------------------------------------------- layers
 class EqualLinear(nn.Module):
     """Linear layer with equalised learning rate; `activation` lrelu applies gain sqrt(2)."""
@@ -151,7 +196,7 @@ class EqualLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.linear(x, self.weight * self.weight_gain, self.bias * self.bias_gain)
-        return F.leaky_relu(x, 0.2) * _SQRT2 if self.activation else x
+        return bias_lrelu(x) if self.activation else x
 
 
 class EqualConv2d(nn.Module):
@@ -178,7 +223,7 @@ class EqualConv2d(nn.Module):
             x = F.conv2d(fir_filter(x, (self.pad + 1, self.pad + 1)), w, self.bias, stride=2)
         else:
             x = F.conv2d(x, w, self.bias, padding=self.pad)
-        return F.leaky_relu(x, 0.2) * _SQRT2 if self.activation else x
+        return bias_lrelu(x) if self.activation else x
 
 
 def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor,
@@ -247,7 +292,7 @@ class SynthesisLayer(nn.Module):
             x = x + noise * self.noise_strength
         elif noise_mode == "const":
             x = x + self.noise_const.to(x.dtype) * self.noise_strength
-        return F.leaky_relu(x + self.bias[None, :, None, None], 0.2) * _SQRT2
+        return bias_lrelu(x, self.bias)
 
 
 class ToRGB(nn.Module):

@@ -191,6 +191,9 @@ class Trainer:
         else:  # D_S and/or D_KD, both with the data discriminator's architecture
             roles = DistillObjective.MEMBERS[cfg.compress_method]
             self.D = Discriminators({r: build_discriminator(d_config) for r in roles}).to(self.device)
+        if not cfg.kd_trunk_grad and getattr(self.D, "kd_head", None) is not None:
+            # the head sees D's pooled features detached: KD fits the head without moving the trunk
+            self.D.kd_head.register_forward_pre_hook(lambda _module, args: tuple(a.detach() for a in args))
         broadcast_module(self.G, self.info)
         broadcast_module(self.D, self.info)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
