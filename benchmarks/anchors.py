@@ -144,10 +144,11 @@ def count(module: torch.nn.Module) -> int:
 
 
 # --------------------------------------------------------------------------- configs
-def sg2_config(device: str, tiny: bool, precision: str = "fp32"):
+def sg2_config(device: str, tiny: bool, precision: str = "fp32", compile_: bool = False):
     """The StyleGAN2 preset both sides are built from (DiffAugment off: NVlabs' networks have none)."""
     return resolve(SG2_PRESET, {"device": device, "precision": precision, "data": "synthetic",
-                                "eval_every_steps": 0, "diffaugment": "", **(TINY_SG2 if tiny else {})})
+                                "compile": compile_, "eval_every_steps": 0, "diffaugment": "",
+                                **(TINY_SG2 if tiny else {})})
 
 
 def biggan_config(device: str, tiny: bool, kd_teacher: str = ""):
@@ -157,7 +158,7 @@ def biggan_config(device: str, tiny: bool, kd_teacher: str = ""):
     return resolve(BIGGAN_KD_PRESET, {**base, "teacher": kd_teacher, "kd": "agkd,cgkd", "prompts": "cifar10"})
 
 
-def plan(device: str, tiny: bool, kd: bool, mixed: bool) -> list[str]:
+def plan(device: str, tiny: bool, kd: bool, mixed: bool, compiled: bool = False) -> list[str]:
     """The configs, then one line per measurement this run makes (the dry mode prints them)."""
     c = sg2_config(device, tiny)
     b = biggan_config(device, tiny)
@@ -178,6 +179,9 @@ def plan(device: str, tiny: bool, kd: bool, mixed: bool) -> list[str]:
         f"would measure: {sg2} fp32 few-shot step, s/kimg = (main + R1 / {c.r1_every} + PL / {c.pl_every}) x "
         f"{KIMG / c.batch_size:g} steps per kimg",
     ]
+    if compiled:
+        lines.append(f"would measure: {sg2} fp32 main step of kdgan with compile=true (torch.compile'd G and "
+                     "D, compile time included in the part's wall time), median ms")
     if mixed:
         lines.append(f"would measure: {sg2} mixed-precision main step and its peak memory, kdgan bf16 "
                      "autocast vs NVlabs num_fp16_res 4, conv_clamp 256")
@@ -348,13 +352,14 @@ class KdganStyleGAN2:
         opt.step()
 
     def main(self) -> None:
-        t = self.t
+        t = self.t  # G_fast / D_fast: the torch.compile'd views with --compile, else G and D themselves
         with self._ctx():  # d_step 1 / g_step 1: steps without the lazy terms
-            terms, _ = t.objective.d_terms(t.G, t.D, self.real, self.labels, None, d_step=1)
+            terms, _ = t.objective.d_terms(t.G_fast, t.D_fast, self.real, self.labels, None, d_step=1)
         self._optimize(t.opt_D, terms)
         t.D.requires_grad_(False)
         with self._ctx():
-            terms, _ = t.objective.g_terms(t.G, t.D, self.cfg.batch_size, self.real.device, g_step=1)
+            terms, _ = t.objective.g_terms(t.G_fast, t.D_fast, self.cfg.batch_size, self.real.device,
+                                           g_step=1)
         self._optimize(t.opt_G, terms)
         t.D.requires_grad_(True)
 
@@ -443,13 +448,14 @@ class NVlabsStyleGAN2:
         return [self.G, self.D]
 
 
-def run_side(make, device: torch.device, reps: dict, max_s: float, parts=("main", "r1", "pl")) -> dict:
+def run_side(make, device: torch.device, reps: dict, max_s: float, parts=("main", "r1", "pl"),
+             warmup: int = 2) -> dict:
     """Build one side, time its phases, measure the main step's memory, then free it."""
     torch.manual_seed(0)
     side = make()
     res = {"params_G": side.params()[0], "params_D": side.params()[1]}
     for part in parts:
-        warm = 1 if part == "r1" else 2
+        warm = 1 if part == "r1" else warmup
         res[part] = measure(getattr(side, part), device, reps[part], warm, max_s)
     res["peak_mib"] = peak_memory_mib(side.main, device)
     res["kept_mib"] = kept_mib(side.main, side.modules())
@@ -667,6 +673,19 @@ def stylegan2_part(nv, device: torch.device, tiny: bool, args, out: dict, save) 
               "pl_every", "pl_batch_shrink", "style_mixing")
     out["stylegan2"] = {"config": {**{f: getattr(cfg, f) for f in fields}, "tiny": tiny}, "fp32": res}
     save()
+    if args.compile:
+        with tempfile.TemporaryDirectory() as tmp:
+            compiled = sg2_config(device.type, tiny, compile_=True)
+            t0 = time.perf_counter()
+            c = run_side(lambda: KdganStyleGAN2(compiled, real, tmp), device, {"main": args.repeats},
+                         args.max_s, parts=("main",), warmup=3)
+        c["wall_s"] = time.perf_counter() - t0
+        print(f"anchors: {tag} fp32 main step with torch.compile (kdgan compile=true; R1 / PL stay eager) on "
+              f"{where}: kdgan {c['main']['s'] * 1e3:.1f} ms, NVlabs {n['main']['s'] * 1e3:.1f} ms, ratio "
+              f"{ratio(c['main']['s'], n['main']['s'])}; peak memory {c['peak_mib'] or 0:.0f} MiB; "
+              f"{c['wall_s']:.0f} s with the compile", flush=True)
+        res["kdgan_compiled"] = c
+        save()
     if device.type != "cuda" or args.no_mixed:
         reason = "--no-mixed" if args.no_mixed else "CUDA only"
         print(f"anchors: {tag} mixed-precision row skipped ({reason})", flush=True)
@@ -765,6 +784,8 @@ def main() -> None:
                    help="stop repeating a measurement once its timed runs pass this many s (min 2 runs)")
     p.add_argument("--no-mixed", action="store_true", help="skip the StyleGAN2 mixed-precision row")
     p.add_argument("--no-kd", action="store_true", help="skip the BigGAN-CIFAR DA + KD-DLGAN row")
+    p.add_argument("--compile", action="store_true",
+                   help="also time kdgan's StyleGAN2 main step with compile=true (torch.compile'd G and D)")
     p.add_argument("--ext-dir", default="", help="TORCH_EXTENSIONS_DIR of NVlabs' plugins (default: torch's)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
     p.add_argument("--cpu-size", choices=sorted(CPU_SIZES), default="tiny",
@@ -787,7 +808,8 @@ def main() -> None:
         print(f"anchors (dry run, {why}; nothing is run): with --device {dev} --nvlabs PATH --kddlgan PATH "
               f"it measures{' a tiny config' if tiny else ''}, kdgan vs the anchor, same inputs, one "
               "process:")
-        for line in plan(dev, tiny, not args.no_kd, dev.startswith("cuda") and not args.no_mixed):
+        mixed = dev.startswith("cuda") and not args.no_mixed
+        for line in plan(dev, tiny, not args.no_kd, mixed, args.compile):
             print(f"  {line}")
         return
     device = torch.device(dev)

@@ -60,6 +60,8 @@ def commands(part: str, data: Path, out: Path, quick: bool,
             label, argv, _ = bench("anchors", "anchors.py", "", 300)
             cmds.append((label, [*argv, "--nvlabs", str(nvlabs), "--kddlgan", str(kddlgan),
                                  "--json", str(out / "anchors.json")], 300))
+        cmds.append(bench("bias_act", "bias_act.py",
+                          "--resolution 256 --channel-base 32768 --batch 16 --repeats 3", 90))
         cmds += [bench(f"train_step {p}", "train_step.py", f"--precision {p} --steps 5 --repeats {r}", 120)
                  for p in ("fp32", "bf16")]
         cmds += [bench(f"kd_overhead {p}", "kd_overhead.py", f"--precision {p} --steps 5 --repeats 3", 150)

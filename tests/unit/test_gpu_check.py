@@ -116,7 +116,8 @@ def test_anchors_dry_mode_lists_each_measurement_without_a_gpu_or_the_checkouts(
         lines = [x.strip() for x in text.splitlines() if x.strip().startswith("would measure:")]
         # the real run's measurements: StyleGAN2 at the preset's 256 px, then BigGAN-CIFAR
         for what in ("256px fp32 main step", "256px fp32 R1 step", "256px fp32 path-length step",
-                     "peak GPU memory of the main step", "activations autograd keeps", "s/kimg = (main + R1 / 16 + PL / 4) x 62.5",
+                     "peak GPU memory of the main step", "activations autograd keeps",
+                     "s/kimg = (main + R1 / 16 + PL / 4) x 62.5",
                      "mixed-precision main step", "BigGAN-CIFAR DA (ch 64, batch 50, 4 D steps",
                      "target >= 3x", "+ KD-DLGAN"):
             assert sum(what in x for x in lines) >= 1, (key, what, text)
