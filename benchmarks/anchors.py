@@ -816,7 +816,7 @@ def main() -> None:
     if device.type == "cuda" and not cuda:
         sys.exit("anchors: --device cuda but no CUDA device is visible (--device cpu: the tiny run; --dry)")
     tiny = device.type == "cpu"
-    if tiny:
+    if tiny and args.cpu_size == "tiny":
         args.repeats, args.repeats_r1, args.repeats_biggan, args.steps = (min(args.repeats, 2),
                                                                           min(args.repeats_r1, 1),
                                                                           min(args.repeats_biggan, 2), 1)
