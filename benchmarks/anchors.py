@@ -682,8 +682,9 @@ def stylegan2_part(nv, device: torch.device, tiny: bool, args, out: dict, save) 
         c["wall_s"] = time.perf_counter() - t0
         print(f"anchors: {tag} fp32 main step with torch.compile (kdgan compile=true; R1 / PL stay eager) on "
               f"{where}: kdgan {c['main']['s'] * 1e3:.1f} ms, NVlabs {n['main']['s'] * 1e3:.1f} ms, ratio "
-              f"{ratio(c['main']['s'], n['main']['s'])}; peak memory {c['peak_mib'] or 0:.0f} MiB; "
-              f"{c['wall_s']:.0f} s with the compile", flush=True)
+              f"{ratio(c['main']['s'], n['main']['s'])}"
+              + (f"; peak memory {c['peak_mib']:.0f} MiB" if c["peak_mib"] else "")
+              + f"; {c['wall_s']:.0f} s with the compile", flush=True)
         res["kdgan_compiled"] = c
         save()
     if device.type != "cuda" or args.no_mixed:

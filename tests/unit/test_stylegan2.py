@@ -54,9 +54,22 @@ def test_generator_and_discriminator_shapes_conditioning_gradients_and_kd_head()
 def test_style_mixing_and_truncation():
     torch.manual_seed(0)
     G = build_generator({"z_dim": 8, "c_dim": 0, "w_dim": 8, **TINY_G})
-    ws = G.mapping_ws(torch.randn(2, 8), None, mixing_prob=1.0)
+    w_avg, z0 = G.mapping.w_avg.clone(), torch.randn(2, 8)
+    ws = G.mapping_ws(z0, None, mixing_prob=1.0)
     same_as_first = (ws == ws[:, :1]).all(dim=2).all(dim=0)
     assert same_as_first[0] and not same_as_first.all()  # a cut-off: later layers use another w
+    cut = int(same_as_first.long().argmin())
+    assert same_as_first[:cut].all() and not same_as_first[cut:].any()  # one cut-off, then the other w
+    after_mixing = G.mapping.w_avg.clone()
+    G.mapping.w_avg.copy_(w_avg)
+    G.mapping(z0, None)
+    assert torch.equal(after_mixing, G.mapping.w_avg)  # w_avg follows the first w only (NVlabs)
+    ws.sum().backward()  # both ws get gradients
+    assert G.mapping.fcs[0].weight.grad.abs().sum() > 0
+    z = torch.randn(2, 8)
+    torch.testing.assert_close(G.mapping_ws(z, None, mixing_prob=0.0), G.mapping_ws(z, None))
+    never = [G.mapping_ws(z, None, mixing_prob=1e-9) for _ in range(5)]  # drawn, never mixed
+    assert all(torch.equal(x, never[0]) for x in never) and (never[0] == never[0][:, :1]).all()
     G.eval()
     w = G.mapping(torch.randn(2, 8), None)
     truncated = G.mapping(torch.randn(2, 8), None, truncation_psi=0.0)

@@ -330,14 +330,14 @@ class MappingNetwork(nn.Module):
         self.register_buffer("w_avg", torch.zeros(w_dim))
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None,
-                truncation_psi: float = 1.0) -> torch.Tensor:
+                truncation_psi: float = 1.0, update_w_avg: bool = True) -> torch.Tensor:
         x = z * torch.rsqrt(z.square().mean(dim=1, keepdim=True) + 1e-8)
         if self.embed is not None:
             y = self.embed(F.one_hot(labels, self.c_dim).to(z.dtype))
             x = torch.cat([x, y * torch.rsqrt(y.square().mean(dim=1, keepdim=True) + 1e-8)], dim=1)
         for fc in self.fcs:
             x = fc(x)
-        if self.training and self.w_avg_beta is not None:
+        if self.training and self.w_avg_beta is not None and update_w_avg:
             with torch.no_grad():
                 self.w_avg.copy_(x.detach().float().mean(0).lerp(self.w_avg, self.w_avg_beta))
         if truncation_psi != 1:
@@ -393,15 +393,23 @@ class StyleGAN2Generator(nn.Module):
     def mapping_ws(self, z: torch.Tensor, labels: torch.Tensor | None, truncation_psi: float = 1.0,
                    mixing_prob: float = 0.0) -> torch.Tensor:
         """ws (B, num_ws, w_dim); with probability `mixing_prob` per batch, style mixing: the
-        layers from a random cut-off on take the w of a second, independent z."""
+        layers from a random cut-off on take the w of a second, independent z.
+
+        As NVlabs' loss does it: the second w is always computed (without updating w_avg) and the
+        draw and cut-off stay tensors on the device, so a step has no host sync and a compiled G
+        one graph, not one per cut-off."""
         if labels is None or self.c_dim == 0:
             labels = torch.zeros(z.shape[0], dtype=torch.long, device=z.device)
         w = self.mapping(z, labels if self.c_dim else None, truncation_psi)
         ws = w[:, None].repeat(1, self.num_ws, 1)
-        if mixing_prob > 0 and torch.rand(()).item() < mixing_prob:
-            cutoff = int(torch.randint(1, self.num_ws, ()).item())
-            w2 = self.mapping(torch.randn_like(z), labels if self.c_dim else None, truncation_psi)
-            ws[:, cutoff:] = w2[:, None]
+        if mixing_prob > 0:
+            cutoff = torch.randint(1, self.num_ws, (), device=z.device)
+            mixed = torch.rand((), device=z.device) < mixing_prob
+            cutoff = torch.where(mixed, cutoff, torch.full_like(cutoff, self.num_ws))
+            w2 = self.mapping(torch.randn_like(z), labels if self.c_dim else None, truncation_psi,
+                              update_w_avg=False)
+            later = torch.arange(self.num_ws, device=z.device) >= cutoff
+            ws = torch.where(later[None, :, None], w2[:, None].to(ws.dtype), ws)
         return ws
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None, truncation_psi: float = 1.0,
