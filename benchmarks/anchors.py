@@ -674,11 +674,19 @@ def stylegan2_part(nv, device: torch.device, tiny: bool, args, out: dict, save) 
     out["stylegan2"] = {"config": {**{f: getattr(cfg, f) for f in fields}, "tiny": tiny}, "fp32": res}
     save()
     if args.compile:
-        with tempfile.TemporaryDirectory() as tmp:
-            compiled = sg2_config(device.type, tiny, compile_=True)
-            t0 = time.perf_counter()
-            c = run_side(lambda: KdganStyleGAN2(compiled, real, tmp), device, {"main": args.repeats},
-                         args.max_s, parts=("main",), warmup=3)
+        t0 = time.perf_counter()
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                compiled = sg2_config(device.type, tiny, compile_=True)
+                c = run_side(lambda: KdganStyleGAN2(compiled, real, tmp), device, {"main": args.repeats},
+                             args.max_s, parts=("main",), warmup=3)
+        except Exception as e:  # a compiler failure must not cost the rows after it
+            print(f"anchors: {tag} compiled main step failed after {time.perf_counter() - t0:.0f} s: "
+                  f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", flush=True)
+            res["kdgan_compiled"] = {"error": f"{type(e).__name__}: {e}"[:2000]}
+            free(device)
+            c = None
+    if args.compile and c is not None:
         c["wall_s"] = time.perf_counter() - t0
         print(f"anchors: {tag} fp32 main step with torch.compile (kdgan compile=true; R1 / PL stay eager) on "
               f"{where}: kdgan {c['main']['s'] * 1e3:.1f} ms, NVlabs {n['main']['s'] * 1e3:.1f} ms, ratio "
@@ -806,8 +814,9 @@ def main() -> None:
         why = "--dry" if args.dry else "no --nvlabs / --kddlgan checkout given"
         dev = "cuda" if args.device == "auto" else args.device  # the real run, unless asked for another
         tiny = dev == "cpu"
+        size = f" a {args.cpu_size} CPU config" if tiny else ""
         print(f"anchors (dry run, {why}; nothing is run): with --device {dev} --nvlabs PATH --kddlgan PATH "
-              f"it measures{' a tiny config' if tiny else ''}, kdgan vs the anchor, same inputs, one "
+              f"it measures{size}, kdgan vs the anchor, same inputs, one "
               "process:")
         mixed = dev.startswith("cuda") and not args.no_mixed
         for line in plan(dev, tiny, not args.no_kd, mixed, args.compile):
@@ -826,7 +835,8 @@ def main() -> None:
     torch.backends.cudnn.benchmark = True
     t_start = time.perf_counter()
     out: dict = {"device": device_name(device), "torch": torch.__version__, "cuda": torch.version.cuda,
-                 "tiny": tiny, "tf32": True, "cudnn_benchmark": True}
+                 "tiny": tiny, "cpu_size": args.cpu_size if tiny else None, "tf32": True,
+                 "cudnn_benchmark": True}
 
     def save() -> None:
         out["wall_s"] = time.perf_counter() - t_start

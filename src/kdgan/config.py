@@ -181,6 +181,8 @@ def inactive_fields(cfg: dict[str, Any]) -> set[str]:
         out.add("ada_p_cap")
     if not cfg.get("vision_aided") or cfg.get("device") == "cpu":  # fp16 applies on CUDA only
         out.add("vision_aided_half")
+    if not cfg.get("teacher"):
+        out.add("kd_trunk_grad")
     return out
 
 
@@ -565,6 +567,9 @@ def validate(cfg: TrainConfig) -> TrainConfig:
          f"{cfg.teacher or 'absent'} teacher has none, so drop --teacher-model"),
         (cfg.agkd_distance in ("l2", "l1"), "agkd_distance must be l2 or l1"),
         (cfg.kd_every >= 1, "kd_every must be at least 1 (1 = KD on every D step)"),
+        (cfg.kd_trunk_grad or bool(cfg.teacher),
+         "kd_trunk_grad=false stops KD's gradient at D's trunk, but there is no KD without a teacher; "
+         "add --teacher or drop kd_trunk_grad"),
         (cfg.kd_target_norm in ("none", "rms", "standard"), "kd_target_norm must be none, rms or standard"),
         (0 <= cfg.agkd_p <= 1, "agkd_p must be in [0, 1]"),
         (cfg.cgkd_norm in ("row", "frobenius"), "cgkd_norm must be row or frobenius"),

@@ -45,6 +45,23 @@ def test_bias_lrelu_gradgradcheck():
     assert torch.autograd.gradgradcheck(bias_lrelu, (x, b))
 
 
+def test_saved_tensors_counts_a_forward_and_lets_every_graph_go():
+    import gc
+    import weakref
+
+    x = torch.randn(4, 8, requires_grad=True)
+    with SavedTensors() as kept:
+        y = x.exp()  # saves its output: the case where holding it could tie the graph to itself
+        (g,) = torch.autograd.grad(y.square().sum(), x, create_graph=True)
+    assert kept.peak >= 2 * 4 * 8 * 4 and kept.bytes > 0
+    alive = weakref.ref(y)
+    g.sum().backward()
+    del y, g
+    gc.collect()
+    assert alive() is None and kept.bytes == 0
+    torch.testing.assert_close(x.grad, (4 * (2 * x).exp()).detach())  # d/dx sum 2 e^{2x} = 4 e^{2x}
+
+
 def _r1_and_kept(D, x):
     """D's R1 gradient on its parameters, and the activation bytes its forward keeps."""
     x = x.detach().requires_grad_(True)

@@ -56,6 +56,15 @@ def test_kd_without_trunk_gradient_trains_the_head_only(tmp_path):
     assert t.D.blocks[0].conv1.parametrizations.weight.original.grad.abs().sum() > 0
 
 
+def test_kd_trunk_grad_without_a_teacher_is_refused_and_inactive():
+    from kdgan.config import inactive_fields
+
+    with pytest.raises(KdganError, match="kd_trunk_grad=false .* add --teacher or drop kd_trunk_grad"):
+        resolve("tiny", {"kd_trunk_grad": False})
+    assert "kd_trunk_grad" in inactive_fields({"teacher": ""})  # a resumed run without KD ignores it
+    assert "kd_trunk_grad" not in inactive_fields({"teacher": "inception"})
+
+
 def test_pairwise_diversity_in_generator_mode_reaches_g_through_the_teacher(tmp_path):
     t = kd_trainer(tmp_path, pd_mode="generator", prompts="cifar10")
     t.D.requires_grad_(False)

@@ -57,7 +57,10 @@ class SavedTensors:
             self.peak = max(self.peak, self.bytes)
         else:
             entry[0] += 1
-        return _Held(t, key, self)
+        # a detached alias: holding `t` itself would tie a saved output to its own grad_fn in a
+        # reference cycle that keeps the graph alive when no backward frees it; autograd restores
+        # the saved tensor's gradient metadata on unpack
+        return _Held(t.detach(), key, self)
 
     @staticmethod
     def _unpack(held):
