@@ -12,53 +12,20 @@ The two are timed alternately, run by run, so that a drift of the machine hits b
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
-from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
 
 import kdgan.nets.stylegan2 as sg2
-from kdgan.nets import build_discriminator, build_generator
+from fir_derivatives import stylegan2_setup, swapped
 from kdgan.utils.memory import SavedTensors
 
 
-@contextmanager
-def activation(impl):
-    saved = sg2.bias_lrelu
-    sg2.bias_lrelu = impl
-    try:
-        yield
-    finally:
-        sg2.bias_lrelu = saved
-
-
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--resolution", type=int, default=64)
-    p.add_argument("--channel-base", type=int, default=4096)
-    p.add_argument("--channel-max", type=int, default=512)
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
-    args = p.parse_args()
-    dev = args.device
-    cuda = dev.startswith("cuda")
-    if cuda:
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-        torch.backends.cudnn.benchmark = True
-    torch.manual_seed(0)
-    size = {"img_resolution": args.resolution, "channel_base": args.channel_base,
-            "channel_max": args.channel_max}
-    D = build_discriminator({"arch": "stylegan2", "c_dim": 0, **size}).to(dev)
-    G = build_generator({"arch": "stylegan2", "z_dim": 512, "c_dim": 0, "w_dim": 512,
-                         "mapping_layers": 2, **size}).to(dev)
-    reals = torch.randn(args.batch, 3, args.resolution, args.resolution, device=dev)
-    z = torch.randn(args.batch, 512, device=dev)
-    autocast = torch.autocast(dev.split(":")[0], dtype=torch.bfloat16, enabled=args.precision == "bf16")
+    args, G, D, reals, z, autocast = stylegan2_setup(__doc__.splitlines()[0])
+    cuda = args.device.startswith("cuda")
     weights = [*G.parameters(), *G.buffers(), *D.parameters(), *D.buffers()]
     sync = torch.cuda.synchronize if cuda else (lambda: None)
 
@@ -74,7 +41,7 @@ def main() -> None:
     impls = {"plain ops": sg2.bias_lrelu_reference, "bias_lrelu": sg2.bias_lrelu}
     res = {name: {"s": []} for name in impls}
     for name, impl in impls.items():  # warm-up, kept activations, peak memory
-        with activation(impl):
+        with swapped("bias_lrelu", impl):
             step()
             with SavedTensors(exclude=weights) as kept:
                 step()
@@ -87,7 +54,7 @@ def main() -> None:
                 res[name]["peak_mib"] = torch.cuda.max_memory_allocated() / 2**20
     for _ in range(args.repeats):
         for name, impl in impls.items():
-            with activation(impl):
+            with swapped("bias_lrelu", impl):
                 sync()
                 t0 = time.perf_counter()
                 step()

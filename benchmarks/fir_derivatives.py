@@ -25,13 +25,43 @@ from kdgan.nets.stylegan2 import CountConvolutions, grouped_fir_reference
 
 
 @contextmanager
-def fir(impl):
-    saved = sg2.fir_filter
-    sg2.fir_filter = impl
+def swapped(name: str, impl):
+    """`kdgan.nets.stylegan2.<name>` replaced by `impl` while active (the networks look it up at
+    call time), so one process times the same networks with either implementation."""
+    saved = getattr(sg2, name)
+    setattr(sg2, name, impl)
     try:
         yield
     finally:
-        sg2.fir_filter = saved
+        setattr(sg2, name, saved)
+
+
+def stylegan2_setup(description: str):
+    """The command line shared by the StyleGAN2 op benchmarks, and what they time on: (args,
+    G, D, reals, z, autocast), seeded, on args.device, TF32 and cudnn.benchmark on a GPU."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--resolution", type=int, default=64)
+    p.add_argument("--channel-base", type=int, default=4096)
+    p.add_argument("--channel-max", type=int, default=512)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    args = p.parse_args()
+    dev = args.device
+    if dev.startswith("cuda"):
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+    torch.manual_seed(0)
+    size = {"img_resolution": args.resolution, "channel_base": args.channel_base,
+            "channel_max": args.channel_max}
+    D = build_discriminator({"arch": "stylegan2", "c_dim": 0, **size}).to(dev)
+    G = build_generator({"arch": "stylegan2", "z_dim": 512, "c_dim": 0, "w_dim": 512,
+                         "mapping_layers": 2, **size}).to(dev)
+    reals = torch.randn(args.batch, 3, args.resolution, args.resolution, device=dev)
+    z = torch.randn(args.batch, 512, device=dev)
+    autocast = torch.autocast(dev.split(":")[0], dtype=torch.bfloat16, enabled=args.precision == "bf16")
+    return args, G, D, reals, z, autocast
 
 
 def timed(step, repeats: int, device: str) -> tuple[float, int]:
@@ -51,29 +81,9 @@ def timed(step, repeats: int, device: str) -> tuple[float, int]:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--resolution", type=int, default=64)
-    p.add_argument("--channel-base", type=int, default=4096)
-    p.add_argument("--channel-max", type=int, default=512)
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
-    args = p.parse_args()
+    args, G, D, reals, z, autocast = stylegan2_setup(__doc__.splitlines()[0])
     dev = args.device
-    if dev.startswith("cuda"):
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-        torch.backends.cudnn.benchmark = True
-    torch.manual_seed(0)
-    size = {"img_resolution": args.resolution, "channel_base": args.channel_base,
-            "channel_max": args.channel_max}
-    D = build_discriminator({"arch": "stylegan2", "c_dim": 0, **size}).to(dev)
-    G = build_generator({"arch": "stylegan2", "z_dim": 512, "c_dim": 0, "w_dim": 512,
-                         "mapping_layers": 2, **size}).to(dev)
     pl = PathLengthPenalty().to(dev)
-    reals = torch.randn(args.batch, 3, args.resolution, args.resolution, device=dev)
-    z = torch.randn(args.batch, 512, device=dev)
-    autocast = torch.autocast(dev.split(":")[0], dtype=torch.bfloat16, enabled=args.precision == "bf16")
 
     def r1_step():
         x = reals.detach().requires_grad_(True)
@@ -90,7 +100,7 @@ def main() -> None:
     print(f"StyleGAN2 {args.resolution}px channel_base {args.channel_base} batch {args.batch} "
           f"{args.precision} on {where}, median of {args.repeats}:")
     for name, step in (("R1", r1_step), ("path length", pl_step)):
-        with fir(grouped_fir_reference):
+        with swapped("fir_filter", grouped_fir_reference):
             old_s, old_n = timed(step, args.repeats, dev)
         new_s, new_n = timed(step, args.repeats, dev)
         print(f"  {name} step: plain grouped FIR {old_s * 1000:.1f} ms ({old_n} convolutions), "
