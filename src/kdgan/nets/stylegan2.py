@@ -152,18 +152,18 @@ class _BiasLReLU(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, bias, alpha, gain):
-        t = x if bias is None else x + bias.view(1, -1, *([1] * (x.ndim - 2)))
+        ctx.bias_shape = None if bias is None else (1, bias.shape[0], *([1] * (x.ndim - 2)))
+        t = x if bias is None else x + bias.view(ctx.bias_shape)
         y = F.leaky_relu(t, alpha).mul_(gain)
         ctx.save_for_backward(y)
-        ctx.alpha, ctx.gain, ctx.has_bias, ctx.bias_shape = alpha, gain, bias is not None, (
-            None if bias is None else (1, bias.shape[0], *([1] * (x.ndim - 2))))
+        ctx.alpha, ctx.gain = alpha, gain
         return y
 
     @staticmethod
     def backward(ctx, grad):
         (y,) = ctx.saved_tensors
         dt = torch.ops.aten.leaky_relu_backward(grad * ctx.gain, y.detach(), ctx.alpha, True)
-        db = dt.sum_to_size(ctx.bias_shape).flatten() if ctx.has_bias and ctx.needs_input_grad[1] else None
+        db = dt.sum_to_size(ctx.bias_shape).flatten() if ctx.needs_input_grad[1] else None
         return dt, db, None, None
 
 
