@@ -230,9 +230,9 @@ def _finished_step(outdir: str, cfg) -> int | None:
         saved = json.loads((Path(outdir) / "config.json").read_text())
     except (OSError, ValueError):
         return None
-    asked = json.loads(config_lib.dumps(cfg))
-    ignore = set(config_lib.RESUMABLE_FIELDS) | config_lib.inactive_fields(saved) | {"conditional"}
-    if any(saved.get(k) != v for k, v in asked.items() if k not in ignore):
+    # `conditional` as asked vs as in effect (False on unlabelled data): the resume check compares
+    # the effective value
+    if config_lib.changed_fields(saved, json.loads(config_lib.dumps(cfg)), ignore={"conditional"}):
         return None
     return found[-1]
 

@@ -165,6 +165,14 @@ LEGACY_VALUES: dict[str, Any] = {
 }
 
 
+def changed_fields(saved: dict[str, Any], now: dict[str, Any], ignore: set[str] = frozenset()) -> list[str]:
+    """'field: old -> new' for each field in which a run's saved config and this one differ, leaving
+    out the fields a resume may change (RESUMABLE_FIELDS), those inactive in both, and `ignore`."""
+    skip = RESUMABLE_FIELDS | (inactive_fields(saved) & inactive_fields(now)) | ignore
+    return [f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in now
+            if k not in skip and saved.get(k) != now.get(k)]
+
+
 def inactive_fields(cfg: dict[str, Any]) -> set[str]:
     """Fields of a config dict that change nothing it computes (e.g. LeCam's settings with LeCam
     off), so a resumed run may differ in them."""

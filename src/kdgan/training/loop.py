@@ -20,7 +20,7 @@ import torch.distributed as dist
 from kdgan import config as config_lib
 from kdgan.augment import DiffAugment
 from kdgan.augment.ada import AdaptiveP, ADAugment, Augment
-from kdgan.config import RESUMABLE_FIELDS, TrainConfig
+from kdgan.config import TrainConfig
 from kdgan.data import ImageSet, load_images, select_subset, to_model_range, to_uint8
 from kdgan.errors import KdganError, TrainingDiverged
 from kdgan.losses.insgen import InsGen, default_queue_size, lazy_ratio
@@ -506,9 +506,7 @@ class Trainer:
                                     **ckpt["config"]})
         saved["conditional"] = bool(ckpt["nets"]["G"]["config"].get("c_dim"))  # the effective value
         now = config_lib.to_dict(self.cfg)
-        skip = RESUMABLE_FIELDS | (config_lib.inactive_fields(saved) & config_lib.inactive_fields(now))
-        diff = [f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in now
-                if k not in skip and saved.get(k) != now.get(k)]
+        diff = config_lib.changed_fields(saved, now)
         if diff:
             raise KdganError(
                 f"{self.run_dir} holds a run with a different config ({'; '.join(diff)}); "
