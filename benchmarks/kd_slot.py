@@ -371,8 +371,10 @@ def score(args: argparse.Namespace) -> int:
     ref_stats = ref.stats or fid_statistics(ref.pool3)
     scores_path = out / "scores.json"
     scores = json.loads(scores_path.read_text()) if scores_path.exists() else {}
+    # a score belongs to one generator file: keyed by its hash, read once per file
+    keys = {n: f"{n}|{args.num_gen}|{args.seed}|{_sha12(slot / f'{n}.safetensors')}" for n in names}
     for name in names:
-        key = f"{name}|{args.num_gen}|{args.seed}|{_sha12(slot / f'{name}.safetensors')}"
+        key = keys[name]
         if key in scores:
             continue  # resumable: a finished run is not scored again
         G = load_generator(slot / f"{name}.safetensors", "cpu")
@@ -401,8 +403,7 @@ def score(args: argparse.Namespace) -> int:
             f"({args.num_gen} images, {time.time() - t0:.0f} s)",
             flush=True,
         )
-    keys = {f"{n}|{args.num_gen}|{args.seed}|{_sha12(slot / f'{n}.safetensors')}" for n in names}
-    per_run = {s["run"]: s for k, s in scores.items() if k in keys}
+    per_run = {s["run"]: s for k, s in scores.items() if k in keys.values()}
     _plot_curves(summary, out / "curves.png")
     report = _report(summary, per_run, args, ref.info, np, sstats)
     (out / "report.md").write_text(report)
