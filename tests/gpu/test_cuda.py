@@ -50,3 +50,25 @@ def test_vision_aided_backbone_is_fp32_as_released_unless_asked(tmp_path, half):
     assert backbone.dtype == (torch.float16 if half else torch.float32)
     assert t.teacher.dtype == torch.float16 and (backbone is t.teacher) == half
     assert t.run()["step"] == 1
+
+
+@pytest.mark.parametrize("preset", ["tiny", "stylegan2-tiny"])
+def test_training_steps_never_wait_for_the_gpu(tmp_path, preset):
+    """issue 23: no host sync inside a step (the CPU suite checks the same ops with HostSyncs);
+    torch.cuda.set_sync_debug_mode('error') raises at the first one."""
+    from tests.unit.test_ada import tiny_faces
+
+    fields = {"data": "in-memory", "device": "cuda", "teacher": "clip-tiny-random", "kd": "agkd,cgkd",
+              "lecam_weight": 0.1}
+    if preset == "stylegan2-tiny":
+        fields.update(resolution=16, batch_size=4, prompts="faces")
+    t = Trainer(resolve(preset, fields), tmp_path, dataset=tiny_faces() if preset != "tiny" else tiny_data())
+    t.train_step()  # set-up (cuDNN autotuning, the first permutation)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(4):  # StyleGAN2 tiny: R1 and path length every 2 steps
+            t.train_step()
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    torch.cuda.synchronize()

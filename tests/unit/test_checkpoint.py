@@ -117,6 +117,11 @@ def test_resume_in_another_compute_setting_warns_and_goes_on(tmp_path, caplog):
     assert describe_compute_change(gpu, {**gpu, "cpu_threads": 8}) == ""  # threads: CPU runs only
     assert describe_compute_change(gpu, {**gpu, "world_size": 2}) == "world_size 1 -> 2"
     assert "device 'cuda' -> 'cpu'" in describe_compute_change(gpu, {**gpu, "device": "cpu"})
+    # a checkpoint from before the fused Adam and channels_last: the same step, other float rounding
+    now = resumed.compute
+    before = {k: v for k, v in now.items() if k not in ("adam", "memory_format")}
+    assert describe_compute_change(before, now) == ("adam 'foreach' -> 'fused'; "
+                                                    "memory_format 'contiguous' -> 'channels_last'")
     del ckpt["compute"]  # a checkpoint from before this field: nothing to compare, silent
     caplog.clear()
     with caplog.at_level("WARNING", logger="kdgan"):

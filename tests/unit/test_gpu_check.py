@@ -119,9 +119,9 @@ def test_anchors_dry_mode_lists_each_measurement_without_a_gpu_or_the_checkouts(
                      "peak GPU memory of the main step", "activations autograd keeps",
                      "s/kimg = (main + R1 / 16 + PL / 4) x 62.5",
                      "mixed-precision main step", "BigGAN-CIFAR DA (ch 64, batch 50, 4 D steps",
-                     "target >= 3x", "+ KD-DLGAN"):
+                     "target >= 3x", "kdgan in bf16 autocast", "+ KD-DLGAN"):
             assert sum(what in x for x in lines) >= 1, (key, what, text)
-        assert len(lines) == 9, text  # 6 StyleGAN2 fp32, 1 mixed, 2 BigGAN-CIFAR
+        assert len(lines) == 10, text  # 6 StyleGAN2 fp32, 1 mixed, 3 BigGAN-CIFAR (fp32, bf16, KD)
     assert "no --nvlabs / --kddlgan checkout given" in outs["no checkouts"][0]
 
 

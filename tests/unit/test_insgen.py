@@ -30,6 +30,19 @@ def test_enqueue_is_the_released_ring_buffer():
     assert queue.flatten().tolist() == [10, 11, 12, 13] and ptr.item() == 1
 
 
+def test_enqueue_with_the_host_copy_of_ptr_writes_the_same():
+    """ContrastiveHead passes ptr's value it already knows (no read of the device tensor per push)."""
+    pushes = [[[1.0], [2.0], [3.0]], [[4.0], [5.0], [6.0]], [[7.0], [8.0]], [[9.0]],
+              [[float(i)] for i in range(6)]]
+    a = (torch.zeros(4, 1), torch.zeros((), dtype=torch.long))
+    b = (torch.zeros(4, 1), torch.zeros((), dtype=torch.long))
+    at = 0
+    for keys in pushes:
+        returned = enqueue(*a, torch.tensor(keys))
+        at = enqueue(*b, torch.tensor(keys), at)
+        assert returned == at == a[1].item() == b[1].item() and torch.equal(a[0], b[0])
+
+
 def identity_head(queue):
     head = ContrastiveHead(2, len(queue), temperature=0.2, momentum=0.999, out_dim=2)
     with torch.no_grad():

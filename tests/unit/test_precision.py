@@ -145,3 +145,45 @@ def test_bf16_on_a_cpu_without_native_bfloat16_warns_with_the_fix(tmp_path, monk
     Trainer(cfg, tmp_path, dataset=tiny_data())
     warned = "--set precision=fp32" in caplog.text
     assert warned is not native
+
+
+def _conv_weights(net):
+    return [p for p in net.parameters() if p.dim() == 4]
+
+
+def test_memory_format_auto_is_channels_last_for_biggan_and_nchw_for_stylegan2(tmp_path):
+    t = Trainer(resolve("tiny", {"data": "in-memory", "device": "cpu"}), tmp_path / "b", dataset=tiny_data())
+    for net in (t.G, t.D, t.G_ema):
+        assert all(w.is_contiguous(memory_format=torch.channels_last) for w in _conv_weights(net))
+    assert t.compute["memory_format"] == "channels_last" and t.compute["adam"] == "fused"
+    out = t.G(torch.randn(2, 8), torch.zeros(2, dtype=torch.long))
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    t.run()  # the export is written as plain contiguous tensors (safetensors needs them)
+    from kdgan.nets import load_generator
+
+    assert all(w.is_contiguous() for w in _conv_weights(load_generator(tmp_path / "b" / "export")))
+    sg = resolve("stylegan2-tiny", {"data": "in-memory", "device": "cpu", "resolution": 16, "batch_size": 4})
+    from tests.unit.test_ada import tiny_faces
+
+    assert Trainer(sg, tmp_path / "s", dataset=tiny_faces()).compute["memory_format"] == "contiguous"
+
+
+def test_channels_last_and_nchw_agree_to_float_rounding(tmp_path):
+    """The layout changes the order of the convolutions' sums, not what is computed: D(G(z))
+    and every weight gradient of the first D step's loss agree to float rounding."""
+    runs = {}
+    for fmt in ("channels_last", "contiguous"):
+        cfg = resolve("tiny", {"data": "in-memory", "device": "cpu", "memory_format": fmt, "g_ch": 8,
+                               "d_ch": 8})
+        t = Trainer(cfg, tmp_path / fmt, dataset=tiny_data())
+        torch.manual_seed(1)
+        real, labels, idx = t.real_batch(0)
+        terms, _ = t.objective.d_terms(t.G, t.D, real, labels, idx, 0)
+        total = sum(terms.values())
+        total.backward()
+        runs[fmt] = (total.detach(), [p.grad.clone() for p in t.D.parameters() if p.grad is not None])
+    (loss_a, grads_a), (loss_b, grads_b) = runs["channels_last"], runs["contiguous"]
+    torch.testing.assert_close(loss_a, loss_b, rtol=1e-5, atol=1e-6)
+    assert len(grads_a) == len(grads_b) > 10
+    for a, b in zip(grads_a, grads_b, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5 * float(b.abs().max()))

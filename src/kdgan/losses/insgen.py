@@ -22,20 +22,25 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def enqueue(queue: torch.Tensor, ptr: torch.Tensor, keys: torch.Tensor) -> None:
+def enqueue(queue: torch.Tensor, ptr: torch.Tensor, keys: torch.Tensor, at: int | None = None) -> int:
     """Write keys (N, C) into the ring buffer queue (K, C) at ptr, in place, exactly as the released
-    code: N > K keeps the first K keys and leaves ptr; otherwise the keys wrap around the end."""
+    code: N > K keeps the first K keys and leaves ptr; otherwise the keys wrap around the end.
+    `at` is ptr's value when the caller knows it (reading ptr makes the host wait for a GPU);
+    returns ptr's new value."""
     n, k = keys.shape[0], queue.shape[0]
-    p = int(ptr)
+    p = int(ptr) if at is None else at
     if n > k:
         queue.copy_(keys[:k])
-    elif p + n > k:
+        return p
+    if p + n > k:
         queue[p:] = keys[: k - p]
         queue[: n - (k - p)] = keys[k - p:]
-        ptr.fill_(n - (k - p))
+        p = n - (k - p)
     else:
         queue[p:p + n] = keys
-        ptr.fill_(p + n)
+        p = p + n
+    ptr.fill_(p)
+    return p
 
 
 def _gather(keys: torch.Tensor) -> torch.Tensor:
@@ -63,6 +68,11 @@ class ContrastiveHead(nn.Module):
         self.momentum_mlp = copy.deepcopy(self.mlp).requires_grad_(False)
         self.register_buffer("queue", F.normalize(torch.randn(queue_size, out_dim), dim=1))
         self.register_buffer("ptr", torch.zeros((), dtype=torch.long))
+        self._ptr_at: int | None = None  # host copy of ptr, once read (no wait for the GPU per push)
+
+    def _load_from_state_dict(self, *args, **kwargs):  # ptr changed: read it again when next needed
+        super()._load_from_state_dict(*args, **kwargs)
+        self._ptr_at = None
 
     @torch.no_grad()
     def momentum_update(self) -> None:
@@ -82,7 +92,7 @@ class ContrastiveHead(nn.Module):
             with torch.no_grad():
                 keys = k if push == "key" else F.normalize(self.momentum_mlp(query_features.detach().float()),
                                                            dim=1)
-                enqueue(self.queue, self.ptr, _gather(keys))
+                self._ptr_at = enqueue(self.queue, self.ptr, _gather(keys), self._ptr_at)
         return loss
 
 

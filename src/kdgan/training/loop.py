@@ -76,12 +76,35 @@ def compute_setting(device: torch.device, world_size: int) -> dict[str, Any]:
             "gpu": str(torch.cuda.get_device_name(device)) if device.type == "cuda" else ""}
 
 
+_FUSED_ADAM_DEVICES = ("cpu", "cuda")  # where torch has a fused Adam
+# What checkpoints written before a compute key existed ran with (kdgan's earlier implementation).
+_COMPUTE_BEFORE = {"adam": "foreach", "memory_format": "contiguous"}
+
+
 def describe_compute_change(saved: dict[str, Any], now: dict[str, Any]) -> str:
     """'' when a resumed run continues in the setting it was saved in, else what changed."""
-    keys = ["torch", "device", "world_size", "gpu"] + (["cpu_threads", "cpu_capability", "cpu_bf16"]
-                                                       if now.get("device") == "cpu" else [])
+    if saved:
+        saved = {**_COMPUTE_BEFORE, **saved}
+    keys = ["torch", "device", "world_size", "gpu", "adam", "memory_format"] + (
+        ["cpu_threads", "cpu_capability", "cpu_bf16"] if now.get("device") == "cpu" else [])
     return "; ".join(f"{k} {saved[k]!r} -> {now[k]!r}" for k in keys
-                     if k in saved and saved[k] != now.get(k))
+                     if k in saved and k in now and saved[k] != now[k])
+
+
+def memory_format_of(cfg: TrainConfig) -> torch.memory_format:
+    """The activation layout of a run's G and D (config field memory_format; auto: channels_last
+    except for StyleGAN2)."""
+    if cfg.memory_format == "auto":
+        return torch.contiguous_format if cfg.arch == "stylegan2" else torch.channels_last
+    return torch.channels_last if cfg.memory_format == "channels_last" else torch.contiguous_format
+
+
+def adam(params, device: torch.device, **kwargs: Any) -> torch.optim.Adam:
+    """Adam with the fused implementation (one kernel for all parameters) where torch has one:
+    the same update to float rounding, without a host read of the step count per parameter."""
+    betas = kwargs.pop("betas")
+    return torch.optim.Adam(params, betas=(float(betas[0]), float(betas[1])),
+                            fused=device.type in _FUSED_ADAM_DEVICES or None, **kwargs)
 
 
 def load_training_set(cfg: TrainConfig) -> ImageSet:
@@ -194,6 +217,12 @@ class Trainer:
         if not cfg.kd_trunk_grad and getattr(self.D, "kd_head", None) is not None:
             # the head sees D's pooled features detached: KD fits the head without moving the trunk
             self.D.kd_head.register_forward_pre_hook(lambda _module, args: tuple(a.detach() for a in args))
+        self.memory_format = memory_format_of(cfg)
+        if self.memory_format == torch.channels_last:  # weights in NHWC: activations follow
+            self.G.to(memory_format=self.memory_format)
+            self.D.to(memory_format=self.memory_format)
+        self.compute.update(adam="fused" if self.device.type in _FUSED_ADAM_DEVICES else "foreach",
+                            memory_format=str(self.memory_format).removeprefix("torch.").removesuffix("_format"))
         broadcast_module(self.G, self.info)
         broadcast_module(self.D, self.info)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
@@ -201,15 +230,16 @@ class Trainer:
         # length need second derivatives, which compiled graphs do not give, so they stay eager.
         self.G_fast, self.D_fast = self.G, self.D
         if cfg.compile:
-            self.G_fast, self.D_fast = torch.compile(self.G), torch.compile(self.D)
+            mode = None if cfg.compile_mode == "default" else cfg.compile_mode
+            self.G_fast, self.D_fast = torch.compile(self.G, mode=mode), torch.compile(self.D, mode=mode)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels
         g_lr, g_betas = lazy_adam_settings(cfg, "G")
-        self.opt_G = torch.optim.Adam(self.G.parameters(), lr=g_lr, betas=g_betas, eps=cfg.adam_eps)
+        self.opt_G = adam(self.G.parameters(), self.device, lr=g_lr, betas=g_betas, eps=cfg.adam_eps)
         self.opt_D = None  # MSE distillation trains no discriminator
         if any(True for _ in self.D.parameters()):
             d_lr, d_betas = lazy_adam_settings(cfg, "D")
-            self.opt_D = torch.optim.Adam(self.D.parameters(), lr=d_lr, betas=d_betas, eps=cfg.adam_eps)
+            self.opt_D = adam(self.D.parameters(), self.device, lr=d_lr, betas=d_betas, eps=cfg.adam_eps)
         self.ada_p = self.apa_p = None  # adaptive probabilities (state of the objective)
         p_max = 1.0 if cfg.ada_p_cap else None
         if cfg.ada:
@@ -229,7 +259,7 @@ class Trainer:
         self.aux_params = [p for g in aux_groups for p in g["params"]]
         self.opt_aux = None
         if self.aux_params:
-            self.opt_aux = torch.optim.Adam(aux_groups, lr=cfg.d_lr, betas=cfg.betas, eps=cfg.adam_eps)
+            self.opt_aux = adam(aux_groups, self.device, lr=cfg.d_lr, betas=cfg.betas, eps=cfg.adam_eps)
         self.autocast_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.precision]
         if cfg.precision == "bf16" and self.device.type == "cpu" and not self.compute["cpu_bf16"]:
             log.warning("precision bf16 on a CPU without native bfloat16 (AVX-512 BF16 / AMX) may be "
@@ -376,30 +406,36 @@ class Trainer:
 
     # ------------------------------------------------------------------ data
     def _permutation(self, epoch: int) -> torch.Tensor:
+        """The order of the data in `epoch`, where the images are (a seeded CPU draw, copied to a
+        GPU once per epoch without waiting for it)."""
         if epoch not in self._perms:
             g = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch)
             self._perms = {e: p for e, p in self._perms.items() if e >= epoch - 1}
-            self._perms[epoch] = torch.randperm(len(self.dataset), generator=g).to(self.images.device)
+            perm = torch.randperm(len(self.dataset), generator=g)
+            if self.images.is_cuda:
+                perm = perm.pin_memory().to(self.images.device, non_blocking=True)
+            self._perms[epoch] = perm
         return self._perms[epoch]
 
     def real_batch(self, batch_index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The `batch_index`-th real batch of this rank: a pure function of the index, so resume
         needs no sampler state. Images (B, 3, R, R) in [-1, 1], labels (B,), and indices (B,) into
-        the mirrored data set: i for image i, i + N for its mirror image (xflip)."""
+        the mirrored data set: i for image i, i + N for its mirror image (xflip). Slices of the
+        epochs' permutations (a batch spans at most two: it is no larger than the data), so the
+        GPU is never waited for."""
         n = len(self.dataset)
         start = batch_index * self.cfg.batch_size + self.info.rank * self.local_batch
-        pos = torch.arange(start, start + self.local_batch)
-        epochs, offsets = pos // n, pos % n
-        idx = torch.empty(self.local_batch, dtype=torch.long, device=self.images.device)
-        for e in epochs.unique().tolist():
-            sel = epochs == e
-            idx[sel.to(idx.device)] = self._permutation(e)[offsets[sel].to(idx.device)]
+        epoch, offset = divmod(start, n)
+        idx = self._permutation(epoch)[offset:offset + self.local_batch]
+        if len(idx) < self.local_batch:
+            idx = torch.cat([idx, self._permutation(epoch + 1)[:self.local_batch - len(idx)]])
         x = to_model_range(self.images[idx].to(self.device, non_blocking=True))
-        labels = self.labels[idx].to(self.device)
+        labels = self.labels[idx].to(self.device, non_blocking=True)
+        idx = idx.to(self.device, non_blocking=True)
         if self.cfg.xflip:
             flip = torch.rand(x.shape[0], 1, 1, 1, device=self.device) < 0.5
             x = torch.where(flip, x.flip(3), x)
-            idx = idx + n * flip.view(-1).to(idx.device).long()
+            idx = idx + n * flip.view(-1).long()
         return x, labels, idx
 
     # ------------------------------------------------------------------ step
