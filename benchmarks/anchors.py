@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import gc
 import importlib
 import importlib.util
@@ -158,7 +159,8 @@ def biggan_config(device: str, tiny: bool, kd_teacher: str = ""):
     return resolve(BIGGAN_KD_PRESET, {**base, "teacher": kd_teacher, "kd": "agkd,cgkd", "prompts": "cifar10"})
 
 
-def plan(device: str, tiny: bool, kd: bool, mixed: bool, compiled: bool = False) -> list[str]:
+def plan(device: str, tiny: bool, kd: bool, mixed: bool, compiled: bool = False,
+         biggan_bf16: bool = False) -> list[str]:
     """The configs, then one line per measurement this run makes (the dry mode prints them)."""
     c = sg2_config(device, tiny)
     b = biggan_config(device, tiny)
@@ -187,6 +189,9 @@ def plan(device: str, tiny: bool, kd: bool, mixed: bool, compiled: bool = False)
                      "autocast vs NVlabs num_fp16_res 4, conv_clamp 256")
     lines.append(f"would measure: {big}, ms per G step, kdgan Trainer.train_step vs the released G, D, G_D, "
                  f"EMA and hinge losses; throughput ratio (target >= {THROUGHPUT_TARGET:g}x)")
+    if biggan_bf16:
+        lines.append(f"would measure: {big}, kdgan in bf16 autocast, ms per G step; throughput against "
+                     "kdgan fp32 and the released code (fp32)")
     if kd:
         teacher = "a tiny random CLIP" if tiny else "CLIP ViT-B/32, random weights"
         lines.append(f"would measure: {big} + KD-DLGAN ({teacher}), ms per G step, kdgan {BIGGAN_KD_PRESET} "
@@ -750,6 +755,15 @@ def biggan_part(rel, device: torch.device, tiny: bool, args, out: dict, save) ->
     res["da"] = {"kdgan_s": k_s, "released": r, "throughput_ratio": thr}
     out["biggan"] = res
     save()
+    if not args.no_mixed:  # the same step in bf16 autocast: what a user may choose, not like for like
+        torch.manual_seed(0)
+        bf_s, _, _ = time_step(dataclasses.replace(cfg, precision="bf16"), args.steps, args.repeats_biggan)
+        free(device)
+        print(f"anchors: {tag} DA, kdgan in bf16 autocast on {where}: {bf_s * 1e3:.1f} ms per G step, "
+              f"{k_s / bf_s:.2f}x kdgan fp32's throughput, {r['s'] / bf_s:.2f}x the released code's (fp32); "
+              f"median of {args.repeats_biggan} x {args.steps} steps", flush=True)
+        res["da_bf16"] = {"kdgan_s": bf_s, "throughput_ratio": r["s"] / bf_s}
+        save()
     if args.no_kd:
         print(f"anchors: {tag} DA + KD-DLGAN row skipped (--no-kd)", flush=True)
         return
@@ -791,7 +805,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=3, help="BigGAN-CIFAR G steps per timed run")
     p.add_argument("--max-s", type=float, default=12.0,
                    help="stop repeating a measurement once its timed runs pass this many s (min 2 runs)")
-    p.add_argument("--no-mixed", action="store_true", help="skip the StyleGAN2 mixed-precision row")
+    p.add_argument("--no-mixed", action="store_true",
+                   help="skip the mixed-precision rows (StyleGAN2 on a GPU, BigGAN-CIFAR kdgan bf16)")
     p.add_argument("--no-kd", action="store_true", help="skip the BigGAN-CIFAR DA + KD-DLGAN row")
     p.add_argument("--compile", action="store_true",
                    help="also time kdgan's StyleGAN2 main step with compile=true (torch.compile'd G and D)")
@@ -819,7 +834,7 @@ def main() -> None:
               f"it measures{size}, kdgan vs the anchor, same inputs, one "
               "process:")
         mixed = dev.startswith("cuda") and not args.no_mixed
-        for line in plan(dev, tiny, not args.no_kd, mixed, args.compile):
+        for line in plan(dev, tiny, not args.no_kd, mixed, args.compile, not args.no_mixed):
             print(f"  {line}")
         return
     device = torch.device(dev)

@@ -4,6 +4,12 @@ Runs the real `Trainer.train_step` on random CIFAR-shaped data (10 classes) so t
 the loop's own. Prints one line per device: median over --repeats timed runs of --steps steps.
 
     python benchmarks/train_step.py [--device cpu|cuda|all] [--steps 3] [--repeats 5]
+        [--set FIELD=VALUE ...] [--vs FIELD=VALUE[,FIELD=VALUE] ...]
+
+e.g. the layouts and bf16 side by side, in one process:
+
+    python benchmarks/train_step.py --device cpu --set memory_format=contiguous \
+        --vs memory_format=channels_last --vs precision=bf16,memory_format=channels_last
 """
 
 from __future__ import annotations
@@ -53,15 +59,23 @@ def time_step(cfg, steps: int, repeats: int, num_images: int = 1000) -> tuple[fl
     return statistics.median(times), name, peak
 
 
-def bench(device: str, steps: int, repeats: int, precision: str, preset: str, compile: bool = False) -> str:
+def bench(device: str, steps: int, repeats: int, precision: str, preset: str, compile: bool = False,
+          extra: dict | None = None) -> tuple[str, float]:
+    """One timed config: its line and its median seconds per G step."""
+    extra = extra or {}
     cfg = resolve(preset, {"device": device, "precision": precision, "data": "synthetic",
-                           "eval_every_steps": 0, "compile": compile})
+                           "eval_every_steps": 0, "compile": compile, **extra})
     step_s, name, peak = time_step(cfg, steps, repeats)
     images = cfg.batch_size * cfg.d_steps  # real images consumed per G step
-    mode = " compiled" if compile else ""
-    return (f"{preset} {precision}{mode} on {name}: {step_s * 1000:.0f} ms per G step "
+    mode = (f" compiled ({cfg.compile_mode})" if cfg.compile else "")
+    fields = "".join(f" {k}={v}" for k, v in extra.items())
+    return (f"{preset} {cfg.precision}{mode}{fields} on {name}: {step_s * 1000:.0f} ms per G step "
             f"(batch {cfg.batch_size}, {cfg.d_steps} D steps), {images / step_s:.1f} real images/s, "
-            f"{peak}; median of {repeats} x {steps} steps")
+            f"{peak}; median of {repeats} x {steps} steps"), step_s
+
+
+def parse_fields(specs: list[str]) -> dict[str, str]:
+    return dict(f.split("=", 1) for spec in specs for f in spec.split(",") if f)
 
 
 def main() -> None:
@@ -72,13 +86,24 @@ def main() -> None:
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
     p.add_argument("--preset", default="biggan-cifar10-10pct-da")
     p.add_argument("--compile", action="store_true", help="torch.compile G and D (compiled in the warm-up)")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="a config field of the timed run (e.g. memory_format=contiguous)")
+    p.add_argument("--vs", action="append", default=[], metavar="FIELD=VALUE[,FIELD=VALUE]",
+                   help="also time this variant (fields on top of --set) in the same process and print "
+                        "its throughput against the first; repeatable")
     args = p.parse_args()
     devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
+    base = parse_fields(args.set)
     for dev in devices:
         if dev.startswith("cuda") and not torch.cuda.is_available():
             print("cuda: no GPU visible, skipped")
             continue
-        print(bench(dev, args.steps, args.repeats, args.precision, args.preset, args.compile), flush=True)
+        line, first = bench(dev, args.steps, args.repeats, args.precision, args.preset, args.compile, base)
+        print(line, flush=True)
+        for spec in args.vs:
+            variant = {**base, **parse_fields([spec])}
+            line, t = bench(dev, args.steps, args.repeats, args.precision, args.preset, args.compile, variant)
+            print(f"{line}; {first / t:.2f}x the throughput of the first", flush=True)
 
 
 if __name__ == "__main__":
