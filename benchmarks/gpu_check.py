@@ -63,7 +63,8 @@ def commands(part: str, data: Path, out: Path, quick: bool,
         cmds.append(bench("bias_act", "bias_act.py",
                           "--resolution 256 --channel-base 32768 --batch 16 --repeats 3", 90))
         cmds.append(bench("train_step layouts and bf16", "train_step.py",
-                          f"--steps 5 --repeats {r} --set memory_format=contiguous --vs memory_format=channels_last "
+                          f"--steps 5 --repeats {r} --set memory_format=contiguous "
+                          "--vs memory_format=channels_last "
                           "--vs memory_format=channels_last,precision=bf16", 150))
         cmds += [bench(f"kd_overhead {p}", "kd_overhead.py", f"--precision {p} --steps 5 --repeats 3", 150)
                  for p in ("fp32", "bf16")]
@@ -80,8 +81,8 @@ def commands(part: str, data: Path, out: Path, quick: bool,
                 for preset, p in runs[: 2 if quick else 3]]
     if part == "compile":
         return [bench("train_step fp32 compiled, CUDA graphs", "train_step.py",
-                      f"--steps 5 --repeats {r} --vs compile=true --vs compile=true,compile_mode=reduce-overhead",
-                      300),
+                      f"--steps 5 --repeats {r} --vs compile=true "
+                      "--vs compile=true,compile_mode=reduce-overhead", 300),
                 bench("stylegan2 fp32 compiled", "stylegan2_step.py",
                       "--compile --teacher none --steps 16 --repeats 2", 300)]
     if part == "metrics":

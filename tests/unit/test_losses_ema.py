@@ -44,6 +44,11 @@ def test_ema_copy_then_lerp():
     update_ema(G_ema, G, 0.9)
     for b, e, g in zip(before, G_ema.parameters(), G.parameters(), strict=True):
         assert torch.allclose(e, 0.9 * b + 0.1 * g, atol=1e-6)
+    G.train()(torch.randn(4, 8))  # moves BatchNorm statistics and spectral norm's u, v
+    update_ema(G_ema, G, 0.9)
+    buffers = list(G.buffers())
+    assert any(b.dtype == torch.long for b in buffers)  # num_batches_tracked, copied with the rest
+    assert all(torch.equal(a, b) for a, b in zip(G_ema.buffers(), buffers, strict=True))
 
 
 def test_ema_schedule():

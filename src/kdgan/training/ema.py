@@ -18,8 +18,12 @@ def update_ema(G_ema: nn.Module, G: nn.Module, decay: float) -> None:
         torch._foreach_copy_(ema_params, params)
     else:
         torch._foreach_lerp_(ema_params, params, 1.0 - decay)
-    for b_ema, b in zip(G_ema.buffers(), G.buffers(), strict=True):
-        b_ema.copy_(b)
+    ema_buffers, buffers = list(G_ema.buffers()), list(G.buffers())
+    if len(ema_buffers) != len(buffers):
+        raise ValueError(f"G_ema has {len(ema_buffers)} buffers and G {len(buffers)}: not copies of one "
+                         "network")
+    if buffers:  # one grouped copy (BatchNorm statistics, spectral norm's u and v), not one per buffer
+        torch._foreach_copy_(ema_buffers, buffers)
 
 
 def ema_decay_at(step: int, decay: float, start_steps: int) -> float:
