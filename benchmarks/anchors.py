@@ -60,10 +60,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from kdgan.config import resolve
 from kdgan.data import ImageSet
 from kdgan.training.loop import Trainer, net_configs
+from kdgan.utils.syncs import HostSyncs
 
 SG2_PRESET = "stylegan2-obama-da"
 BIGGAN_PRESET = "biggan-cifar10-10pct-da"
@@ -189,6 +191,8 @@ def plan(device: str, tiny: bool, kd: bool, mixed: bool, compiled: bool = False,
                      "autocast vs NVlabs num_fp16_res 4, conv_clamp 256")
     lines.append(f"would measure: {big}, ms per G step, kdgan Trainer.train_step vs the released G, D, G_D, "
                  f"EMA and hinge losses; throughput ratio (target >= {THROUGHPUT_TARGET:g}x)")
+    lines.append(f"would measure: {big}, ops that launch a kernel and host syncs per G step, both sides "
+                 "(the launch overhead behind a GPU ratio)")
     if biggan_bf16:
         lines.append(f"would measure: {big}, kdgan in bf16 autocast, ms per G step; throughput against "
                      "kdgan fp32 and the released code (fp32)")
@@ -623,6 +627,35 @@ def time_released(step, steps: int, repeats: int, device: torch.device, max_s: f
     return {**res, "s": res["s"] / steps, "all_s": [t / steps for t in res["all_s"]]}
 
 
+# Ops that allocate or only change a tensor's metadata: no kernel runs for them on a GPU.
+_NO_KERNEL = {"aten.empty", "aten.empty_strided", "aten.empty_like", "aten.as_strided_", "aten.detach_",
+              "aten.lift_fresh", "aten._local_scalar_dense", "aten.set_", "aten.resize_"}
+
+
+class KernelOps(TorchDispatchMode):
+    """Counts the ops a step dispatches that run a kernel (views and allocations left out). A
+    launch-bound GPU step costs about a fixed host time per such op, so on the CPU this count
+    is the part of a GPU ratio that launch overhead decides."""
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if not func.is_view and str(func.overloadpacket) not in _NO_KERNEL:
+            self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def ops_and_syncs(step) -> tuple[int, int]:
+    """Kernel ops and host syncs (kdgan.utils.syncs.HostSyncs) of one call of `step`, after one
+    warm-up call."""
+    step()
+    with HostSyncs() as syncs, KernelOps() as ops:
+        step()
+    return ops.count, syncs.total
+
+
 # --------------------------------------------------------------------------- parts
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
@@ -724,7 +757,7 @@ def stylegan2_part(nv, device: torch.device, tiny: bool, args, out: dict, save) 
 
 
 def biggan_part(rel, device: torch.device, tiny: bool, args, out: dict, save) -> None:
-    from train_step import time_step
+    from train_step import random_data, time_step
 
     where = device_name(device)
     tag = "BigGAN-CIFAR" + (f" ({CPU_SIZE})" if tiny else "")
@@ -754,6 +787,19 @@ def biggan_part(rel, device: torch.device, tiny: bool, args, out: dict, save) ->
           flush=True)
     res["da"] = {"kdgan_s": k_s, "released": r, "throughput_ratio": thr}
     out["biggan"] = res
+    save()
+    with tempfile.TemporaryDirectory() as tmp:  # what launch overhead makes of the GPU ratio
+        trainer = Trainer(cfg, tmp, dataset=random_data(cfg))
+        k_ops, k_syncs = ops_and_syncs(trainer.train_step)
+        del trainer
+    released = ReleasedBigGAN(rel, config, device, tiny)
+    r_ops, r_syncs = ops_and_syncs(released.da_step)
+    del released
+    free(device)
+    print(f"anchors: {tag} DA, per G step on {where}: ops that launch a kernel (dispatched ops, views and "
+          f"allocations left out) kdgan {k_ops}, released {r_ops} ({r_ops / k_ops:.2f}x kdgan's); host syncs "
+          f"kdgan {k_syncs}, released {r_syncs}", flush=True)
+    res["da"].update(kdgan_ops=k_ops, released_ops=r_ops, kdgan_syncs=k_syncs, released_syncs=r_syncs)
     save()
     if not args.no_mixed:  # the same step in bf16 autocast: what a user may choose, not like for like
         torch.manual_seed(0)

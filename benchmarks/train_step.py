@@ -28,13 +28,18 @@ from kdgan.data import ImageSet
 from kdgan.training.loop import Trainer
 
 
+def random_data(cfg, num_images: int = 1000) -> ImageSet:
+    """Random images at the config's resolution, 10 classes."""
+    rng = np.random.default_rng(0)
+    r = cfg.resolution
+    return ImageSet(rng.integers(0, 256, (num_images, r, r, 3), dtype=np.uint8),
+                    rng.integers(0, 10, num_images), [str(i) for i in range(10)])
+
+
 def time_step(cfg, steps: int, repeats: int, num_images: int = 1000) -> tuple[float, str, str]:
     """Median seconds per G step of `Trainer.train_step` for a config, the device name and the
     peak-memory line. Random data at the config's resolution (`num_images`, 10 classes)."""
-    rng = np.random.default_rng(0)
-    r = cfg.resolution
-    data = ImageSet(rng.integers(0, 256, (num_images, r, r, 3), dtype=np.uint8),
-                    rng.integers(0, 10, num_images), [str(i) for i in range(10)])
+    data = random_data(cfg, num_images)
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(cfg, tmp, dataset=data)
         sync = torch.cuda.synchronize if trainer.device.type == "cuda" else (lambda: None)
@@ -75,7 +80,11 @@ def bench(device: str, steps: int, repeats: int, precision: str, preset: str, co
 
 
 def parse_fields(specs: list[str]) -> dict[str, str]:
-    return dict(f.split("=", 1) for spec in specs for f in spec.split(",") if f)
+    fields = [f for spec in specs for f in spec.split(",") if f]
+    bad = [f for f in fields if "=" not in f]
+    if bad:
+        raise SystemExit(f"train_step: {', '.join(bad)} is not FIELD=VALUE (e.g. memory_format=contiguous)")
+    return dict(f.split("=", 1) for f in fields)
 
 
 def main() -> None:

@@ -136,7 +136,7 @@ class TrainConfig:
     compile_mode: str = "default"
     # layout of G's and D's activations: auto (channels_last for BigGAN / DCGAN / MLP nets, which
     # are plain convolutions; NCHW for StyleGAN2, whose modulated convolutions reshape per sample)
-    # | channels_last | contiguous (NCHW). Same numbers to float rounding; 1.18x on a CPU (BigGAN).
+    # | channels_last | contiguous (NCHW). Same numbers to float rounding; 1.17x on a CPU (BigGAN).
     memory_format: str = "auto"
     seed: int = 0  # seed of initialisation, sampling and augmentation
     # --- bookkeeping ---

@@ -1,3 +1,4 @@
+import copy
 import hashlib
 import json
 
@@ -120,7 +121,7 @@ def test_resume_in_another_compute_setting_warns_and_goes_on(tmp_path, caplog):
     # a checkpoint from before the fused Adam and channels_last: the same step, other float rounding
     now = resumed.compute
     before = {k: v for k, v in now.items() if k not in ("adam", "memory_format")}
-    assert describe_compute_change(before, now) == ("adam 'foreach' -> 'fused'; "
+    assert describe_compute_change(before, now) == ("adam 'default' -> 'fused'; "
                                                     "memory_format 'contiguous' -> 'channels_last'")
     del ckpt["compute"]  # a checkpoint from before this field: nothing to compare, silent
     caplog.clear()
@@ -220,3 +221,28 @@ def test_config_records_effective_teacher_model_and_conditional_and_old_runs_res
                     dataset=unlabelled)
     again.load_state_dict(ckpt)
     assert again.step == 2
+
+
+def test_resume_in_another_layout_or_from_before_fused_adam_steps_as_an_unbroken_run(tmp_path):
+    """memory_format may change on resume: Adam's moments are put in the parameters' layout (the
+    fused kernel reads them as laid out like the parameter), and a checkpoint from before the
+    fused Adam (its param groups say fused None) resumes with this run's fused Adam."""
+    t = tiny_trainer(tmp_path / "a", memory_format="contiguous", steps=1)
+    t.run()
+    ckpt = load_checkpoint(t.ckpts.path(1))
+    old = copy.deepcopy(ckpt)
+    for group in old["optim"]["D"]["param_groups"] + old["optim"]["G"]["param_groups"]:
+        group["fused"] = None
+    after = {}
+    for name, fmt, saved in (("same", "contiguous", ckpt), ("nhwc", "channels_last", ckpt),
+                             ("old", "channels_last", old)):
+        r = tiny_trainer(tmp_path / name, memory_format=fmt, steps=2)
+        r.load_state_dict(copy.deepcopy(saved))
+        assert all(g["fused"] is True for g in r.opt_D.param_groups + r.opt_G.param_groups)
+        g = torch.Generator().manual_seed(5)
+        for p in r.D.parameters():
+            p.grad = torch.empty_like(p).copy_(torch.randn(p.shape, generator=g))
+        r.opt_D.step()
+        after[name] = [p.detach().clone() for p in r.D.parameters()]
+    for name in ("nhwc", "old"):
+        assert all(torch.equal(a, b) for a, b in zip(after["same"], after[name], strict=True)), name

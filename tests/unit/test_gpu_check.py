@@ -119,9 +119,10 @@ def test_anchors_dry_mode_lists_each_measurement_without_a_gpu_or_the_checkouts(
                      "peak GPU memory of the main step", "activations autograd keeps",
                      "s/kimg = (main + R1 / 16 + PL / 4) x 62.5",
                      "mixed-precision main step", "BigGAN-CIFAR DA (ch 64, batch 50, 4 D steps",
-                     "target >= 3x", "kdgan in bf16 autocast", "+ KD-DLGAN"):
+                     "target >= 3x", "launch a kernel and host syncs", "kdgan in bf16 autocast",
+                     "+ KD-DLGAN"):
             assert sum(what in x for x in lines) >= 1, (key, what, text)
-        assert len(lines) == 10, text  # 6 StyleGAN2 fp32, 1 mixed, 3 BigGAN-CIFAR (fp32, bf16, KD)
+        assert len(lines) == 11, text  # 6 StyleGAN2 fp32, 1 mixed, 4 BigGAN-CIFAR (fp32, ops, bf16, KD)
     assert "no --nvlabs / --kddlgan checkout given" in outs["no checkouts"][0]
 
 
@@ -155,10 +156,13 @@ def test_anchors_tiny_cpu_run_against_the_checkouts(tmp_path):
     assert proc.returncode == 0, text
     assert "NVlabs ops: reference ops" in text
     for what in ("fp32 main step", "fp32 R1 step", "fp32 path-length step", "s/kimg", "activations kept",
-                 "BigGAN-CIFAR (tiny) DA", "DA + KD-DLGAN"):
+                 "BigGAN-CIFAR (tiny) DA", "ops that launch a kernel", "DA + KD-DLGAN"):
         assert what in text, (what, text)
     res = json.loads(out.read_text())
     sg2 = res["stylegan2"]["fp32"]
     assert sg2["kdgan"]["params_G"] == sg2["nvlabs"]["params_G"]  # the same networks' sizes on both sides
     assert sg2["kdgan"]["params_D"] == sg2["nvlabs"]["params_D"]
     assert res["biggan"]["da"]["throughput_ratio"] > 0 and res["biggan"]["da_kd"]["throughput_ratio"] > 0
+    assert res["biggan"]["da"]["kdgan_ops"] > 0 and res["biggan"]["da"]["released_ops"] > 0
+    assert res["biggan"]["da"]["kdgan_syncs"] == 0  # the released step reads its losses with .item()
+    assert res["biggan"]["da"]["released_syncs"] > 0 and res["biggan"]["da_bf16"]["kdgan_s"] > 0

@@ -7,6 +7,7 @@ tests/gpu/test_cuda.py checks the same with torch.cuda.set_sync_debug_mode.
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from kdgan.config import resolve
@@ -17,9 +18,9 @@ from tests.unit.test_checkpoint import tiny_data
 
 
 def test_finds_what_waits_and_nothing_else():
-    x = torch.arange(6.0)
+    x, at = torch.arange(6.0), torch.tensor([0, 2])
     with HostSyncs() as syncs:
-        y = (x * 2 + 1).relu()[torch.tensor([0, 2])]  # arithmetic and integer gathers: no wait
+        y = (x * 2 + 1).relu()[at]  # arithmetic and integer gathers: no wait
         _ = y[1:].sum(), torch.where(x > 2, x, 0.0), x.repeat_interleave(2)
     assert syncs.total == 0, syncs.report()
     with HostSyncs() as syncs:
@@ -28,11 +29,17 @@ def test_finds_what_waits_and_nothing_else():
         _ = x[x > 2]  # boolean mask: a nonzero first
         _ = x.nonzero(), x.unique(), x.masked_select(x > 1)
         _ = torch.arange(3).repeat_interleave(torch.tensor([1, 2, 3]))  # data-dependent length
+        _ = x.tolist(), x.numpy(), x.cpu(), torch.allclose(x, x)  # host reads
+        _ = x.masked_fill(x > 2, x[0])  # a tensor fill value is read on the host
+        with pytest.raises(NotImplementedError):
+            torch.empty(2, device="meta").to("cpu")  # a copy from a device to the host
     ops = " ".join(syncs.sites)
     for op in ("_local_scalar_dense", "aten.index ", "aten.nonzero", "aten._unique2", "aten.masked_select",
-               "aten.repeat_interleave"):
+               "aten.repeat_interleave", "aten.lift_fresh", "Tensor.tolist", "Tensor.numpy", "Tensor.cpu",
+               "aten.allclose", "aten.masked_fill", "aten._to_copy"):
         assert op in ops, (op, syncs.report())
     assert "test_host_syncs.py" in ops  # names the line that asked
+    assert "tolist" not in torch.Tensor.__dict__  # the host-read counters are removed again
 
 
 def audited_steps(cfg, data, steps: int, tmp_path) -> HostSyncs:

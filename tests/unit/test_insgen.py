@@ -190,3 +190,22 @@ def test_presets_and_checks():
 def test_head_modules_are_plain_linear_layers():
     head = ContrastiveHead(8, 3)
     assert [type(m) for m in head.mlp] == [nn.Linear, nn.ReLU, nn.Linear] and head.mlp[2].out_features == 128
+
+
+def test_a_loaded_state_resets_the_host_copy_of_the_queue_pointer(tmp_path):
+    """The heads track the queue pointer on the host; loading a state (an earlier checkpoint into
+    a running trainer, say) must make them read it again, or keys land at a stale position."""
+    import copy
+
+    t = sg2_insgen(tmp_path / "a", insgen_queue=7)  # 4 keys per push into 7 slots: the pointer wraps
+    t.train_step()
+    state = copy.deepcopy(t.state_dict())
+    for _ in range(2):
+        t.train_step()  # the pointers move on
+    fresh = sg2_insgen(tmp_path / "b", insgen_queue=7)
+    for trainer in (t, fresh):
+        trainer.load_state_dict(copy.deepcopy(state))
+        trainer.train_step()
+    for name in ("real_head", "fake_head"):
+        a, b = getattr(t.objective.insgen, name), getattr(fresh.objective.insgen, name)
+        assert a.ptr.item() == b.ptr.item() and torch.equal(a.queue, b.queue), name

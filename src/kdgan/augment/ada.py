@@ -216,7 +216,7 @@ class ADAugment(nn.Module):
         b, dev = x.shape[0], x.device
         c = _eye(b, 4, x)
         fired = torch.zeros(b, device=dev)
-        v = torch.tensor([1.0, 1.0, 1.0, 0.0], device=dev) / math.sqrt(3)  # luma axis
+        v = F.pad(torch.ones(3, device=dev), (0, 1)) / math.sqrt(3)  # luma axis, built on the device
         vv = torch.outer(v, v)
         if "brightness" in ops:
             g = _gate(p, b, dev)
@@ -254,8 +254,9 @@ class ADAugment(nn.Module):
 def _rotate_about(axis: torch.Tensor, theta: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """4x4 rotations by theta (B,) about a unit 3-vector `axis` (Rodrigues)."""
     b = theta.shape[0]
-    x, y, z = axis.tolist()
-    k = torch.tensor([[0.0, -z, y], [z, 0.0, -x], [-y, x, 0.0]], device=like.device)
+    x, y, z = axis.unbind()  # on the device: reading the axis on the host would wait for a GPU
+    o = torch.zeros_like(x)
+    k = torch.stack([torch.stack([o, -z, y]), torch.stack([z, o, -x]), torch.stack([-y, x, o])])
     s, c = torch.sin(theta)[:, None, None], torch.cos(theta)[:, None, None]
     r = torch.eye(3, device=like.device) + s * k + (1 - c) * (k @ k)
     m = _eye(b, 4, like)

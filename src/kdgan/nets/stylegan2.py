@@ -24,10 +24,26 @@ _FIR = (1.0, 3.0, 3.0, 1.0)
 
 
 # --------------------------------------------------------------------------- resampling
-def _fir_kernel(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+_FIR_KERNELS: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
+
+
+def _build_fir_kernel(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     k = torch.tensor(_FIR, device=device, dtype=dtype)
     k = torch.outer(k, k)
     return k / k.sum()
+
+
+def _fir_kernel(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """The 4 x 4 FIR kernel, built once per device and dtype: a tensor made from Python numbers
+    is a copy from the host that waits for a GPU, and every resampling needs the kernel. (A
+    compiled graph holds it as a constant.) Never modified: callers scale a copy."""
+    if torch.compiler.is_compiling():
+        return _build_fir_kernel(device, dtype)
+    key = (device, dtype)
+    if key not in _FIR_KERNELS:
+        with torch.inference_mode(False):  # a normal tensor, usable by autograd later
+            _FIR_KERNELS[key] = _build_fir_kernel(device, dtype)
+    return _FIR_KERNELS[key]
 
 
 def _compute_dtype(x: torch.Tensor) -> torch.dtype:

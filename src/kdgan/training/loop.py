@@ -78,7 +78,7 @@ def compute_setting(device: torch.device, world_size: int) -> dict[str, Any]:
 
 _FUSED_ADAM_DEVICES = ("cpu", "cuda")  # where torch has a fused Adam
 # What checkpoints written before a compute key existed ran with (kdgan's earlier implementation).
-_COMPUTE_BEFORE = {"adam": "foreach", "memory_format": "contiguous"}
+_COMPUTE_BEFORE = {"adam": "default", "memory_format": "contiguous"}
 
 
 def describe_compute_change(saved: dict[str, Any], now: dict[str, Any]) -> str:
@@ -100,11 +100,35 @@ def memory_format_of(cfg: TrainConfig) -> torch.memory_format:
 
 
 def adam(params, device: torch.device, **kwargs: Any) -> torch.optim.Adam:
-    """Adam with the fused implementation (one kernel for all parameters) where torch has one:
-    the same update to float rounding, without a host read of the step count per parameter."""
+    """Adam with torch's fused implementation where torch has one (on CUDA one kernel for all
+    parameters; on the CPU a vectorised kernel per parameter): the same update to float rounding,
+    without a host read of the step count per parameter."""
     betas = kwargs.pop("betas")
     return torch.optim.Adam(params, betas=(float(betas[0]), float(betas[1])),
                             fused=device.type in _FUSED_ADAM_DEVICES or None, **kwargs)
+
+
+def load_adam_state(opt: torch.optim.Adam, state: dict[str, Any]) -> None:
+    """`opt.load_state_dict(state)`, then the implementation and layout of this run: the saved
+    param groups bring back the saving run's `fused` flag (None before kdgan used the fused
+    Adam), and the moments come back in the layout they were saved in, which the fused kernel
+    reads as if it were the parameter's (a run resumed with another memory_format would take
+    wrong steps on the CPU and fail on CUDA)."""
+    fused = opt.defaults.get("fused")
+    opt.load_state_dict(state)
+    for group in opt.param_groups:
+        group["fused"] = fused
+        if fused:
+            group["foreach"] = None
+        for p in group["params"]:
+            st = opt.state.get(p, {})
+            for key, value in st.items():
+                if not isinstance(value, torch.Tensor):
+                    continue
+                if key == "step":
+                    st[key] = value.to(dtype=torch.float32, device=p.device) if fused else value
+                elif value.shape == p.shape:
+                    st[key] = torch.empty_like(p).copy_(value)
 
 
 def load_training_set(cfg: TrainConfig) -> ImageSet:
@@ -221,7 +245,7 @@ class Trainer:
         if self.memory_format == torch.channels_last:  # weights in NHWC: activations follow
             self.G.to(memory_format=self.memory_format)
             self.D.to(memory_format=self.memory_format)
-        self.compute.update(adam="fused" if self.device.type in _FUSED_ADAM_DEVICES else "foreach",
+        self.compute.update(adam="fused" if self.device.type in _FUSED_ADAM_DEVICES else "default",
                             memory_format=str(self.memory_format).removeprefix("torch.").removesuffix("_format"))
         broadcast_module(self.G, self.info)
         broadcast_module(self.D, self.info)
@@ -470,6 +494,8 @@ class Trainer:
         """One G step after `d_steps` D steps; returns detached loss terms and stats."""
         cfg = self.cfg
         logs: dict[str, torch.Tensor] = {}
+        if cfg.compile and cfg.compile_mode == "reduce-overhead":
+            torch.compiler.cudagraph_mark_step_begin()  # the last step's graph outputs are done with
         self._d_requires_grad(True)
         for i in range(cfg.d_steps if self.opt_D is not None else 0):
             d_step = self.step * cfg.d_steps + i
@@ -578,11 +604,11 @@ class Trainer:
                         "for an exact resume use the original setting%s", ckpt["step"], changed, hint)
         for name in ("G", "D", "G_ema"):
             getattr(self, name).load_state_dict(ckpt["nets"][name]["state"])
-        self.opt_G.load_state_dict(ckpt["optim"]["G"])
+        load_adam_state(self.opt_G, ckpt["optim"]["G"])
         if self.opt_D is not None:
-            self.opt_D.load_state_dict(ckpt["optim"]["D"])
+            load_adam_state(self.opt_D, ckpt["optim"]["D"])
         if self.opt_aux is not None:
-            self.opt_aux.load_state_dict(ckpt["optim"]["aux"])
+            load_adam_state(self.opt_aux, ckpt["optim"]["aux"])
         for k, s in self.scalers.items():
             if ckpt["scalers"][k]:
                 s.load_state_dict(ckpt["scalers"][k])

@@ -11,6 +11,7 @@ operations on a CPU, so that tests without a GPU keep a step free of them.
 from __future__ import annotations
 
 import collections
+import sys
 import traceback
 from pathlib import Path
 from typing import Any
@@ -31,10 +32,18 @@ _ALWAYS = {
     "aten.unique_consecutive",
     "aten.unique_dim_consecutive",
     "aten.bincount",
+    "aten.allclose",
+    "aten.histc",
+    # a tensor made from Python data (torch.tensor(...)): on a GPU a blocking copy from the host
+    "aten.lift_fresh",
+    "aten.lift_fresh_copy",
 }
+# Tensor methods that read the data on the host without an op the dispatcher sees on a CPU run
+# (a CPU tensor's .cpu() returns itself); counted when called from outside torch.
+_HOST_READS = ("tolist", "numpy", "cpu")
 # Indexing with a boolean mask runs a nonzero first.
 _MASK_INDEXED = {"aten.index", "aten.index_put", "aten.index_put_", "aten._index_put_impl_"}
-_TORCH_DIR = str(Path(torch.__file__).parent)
+_TORCH_DIR = str(Path(torch.__file__).parent) + "/"  # torch's own files (not torch_fidelity's)
 _THIS_FILE = str(Path(__file__))
 
 
@@ -48,6 +57,8 @@ def _is_sync(func: Any, args: tuple, kwargs: dict) -> bool:
         return True
     if name in _MASK_INDEXED and len(args) > 1:
         return any(isinstance(t, torch.Tensor) and t.dtype == torch.bool for t in args[1] or ())
+    if name in ("aten.masked_fill", "aten.masked_fill_"):  # a tensor fill value is read on the host
+        return len(args) > 2 and isinstance(args[2], torch.Tensor)
     if name == "aten.repeat_interleave":  # without output_size the output length is data-dependent
         return isinstance(args[0], torch.Tensor) and kwargs.get("output_size") is None
     if name in ("aten._to_copy", "aten.copy_"):  # a device -> host copy (a GPU run only)
@@ -76,16 +87,44 @@ class HostSyncs(TorchDispatchMode):
     syncs.total      # 0 for a step that never waits
     syncs.sites      # Counter of "op at file:line (function)"
 
-    Covers reading a tensor on the host (.item(), float(), bool(), a Python `if` on a tensor),
-    data-dependent output sizes (nonzero, unique, masked_select, boolean-mask indexing,
-    repeat_interleave without output_size, bincount) and, on a GPU, copies to the host. Ops the
-    autograd engine runs in its own threads (a GPU backward) are not seen; the backward of a CPU
-    run is. Host-side bookkeeping on CPU tensors counts too: keep such values in Python numbers.
+    Covers reading a tensor on the host (.item(), float(), bool(), a Python `if` on a tensor,
+    .tolist(), .numpy(), .cpu(), allclose), data-dependent output sizes (nonzero, unique,
+    masked_select, boolean-mask indexing, repeat_interleave without output_size, bincount,
+    histc), masked_fill with a tensor value, tensors made from Python data (torch.tensor(...):
+    a copy from the host) and, on a GPU, copies to the host. Host-side bookkeeping on CPU
+    tensors counts too, since a CPU run cannot tell it from the device's data: keep such values
+    in Python numbers. Syncs hidden inside a CUDA kernel's own implementation are beyond it:
+    torch.cuda.set_sync_debug_mode finds those on a GPU.
     """
 
     def __init__(self):
         super().__init__()
         self.sites: collections.Counter[str] = collections.Counter()
+        self._saved_methods: dict[str, Any] = {}
+
+    def __enter__(self):
+        for method in _HOST_READS:
+            self._saved_methods[method] = torch.Tensor.__dict__.get(method)  # None: inherited
+            setattr(torch.Tensor, method, self._counting(method, getattr(torch.Tensor, method)))
+        return super().__enter__()
+
+    def __exit__(self, *exc):
+        for method, original in self._saved_methods.items():
+            if original is None:
+                delattr(torch.Tensor, method)
+            else:
+                setattr(torch.Tensor, method, original)
+        self._saved_methods.clear()
+        return super().__exit__(*exc)
+
+    def _counting(self, method: str, original):
+        def read(tensor, *args, **kwargs):
+            caller = sys._getframe(1).f_code.co_filename
+            if not caller.startswith(_TORCH_DIR):
+                self.sites[f"Tensor.{method} at {_call_site()}"] += 1
+            return original(tensor, *args, **kwargs)
+
+        return read
 
     @property
     def total(self) -> int:
