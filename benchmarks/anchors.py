@@ -649,9 +649,10 @@ class KernelOps(TorchDispatchMode):
 
 def ops_and_syncs(step) -> tuple[int, int]:
     """Kernel ops and host syncs (kdgan.utils.syncs.HostSyncs) of one call of `step`, after one
-    warm-up call."""
+    warm-up call. The syncs leave out torch.optim's step-count reads, which on CUDA read host
+    tensors (the released code's Adam is not fused)."""
     step()
-    with HostSyncs() as syncs, KernelOps() as ops:
+    with HostSyncs(optimizer_step_reads=False) as syncs, KernelOps() as ops:
         step()
     return ops.count, syncs.total
 
@@ -798,7 +799,7 @@ def biggan_part(rel, device: torch.device, tiny: bool, args, out: dict, save) ->
     free(device)
     print(f"anchors: {tag} DA, per G step on {where}: ops that launch a kernel (dispatched ops, views and "
           f"allocations left out) kdgan {k_ops}, released {r_ops} ({r_ops / k_ops:.2f}x kdgan's); host syncs "
-          f"kdgan {k_syncs}, released {r_syncs}", flush=True)
+          f"(Adam's host step counts left out) kdgan {k_syncs}, released {r_syncs}", flush=True)
     res["da"].update(kdgan_ops=k_ops, released_ops=r_ops, kdgan_syncs=k_syncs, released_syncs=r_syncs)
     save()
     if not args.no_mixed:  # the same step in bf16 autocast: what a user may choose, not like for like

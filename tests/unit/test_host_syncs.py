@@ -75,3 +75,19 @@ def test_ada_reads_p_only_when_it_moves_and_insgen_never_waits(tmp_path):
     syncs = audited_steps(cfg, tiny_faces(), 8, tmp_path)  # 8 D steps: two adjustments
     assert all("augment/ada.py" in site for site in syncs.sites), syncs.report()
     assert syncs.total == 4, syncs.report()
+
+
+def test_can_leave_out_the_step_count_reads_of_torch_optimizers():
+    """A non-fused torch optimizer reads its step counts with .item(): host tensors on CUDA, so not
+    GPU waits (anchors.py counts the released code's syncs without them)."""
+    p = torch.nn.Parameter(torch.randn(3))
+    p.grad = torch.randn(3)
+    opt = torch.optim.Adam([p], foreach=False)
+    opt.step()
+    counts = {}
+    for flag in (True, False):
+        with HostSyncs(optimizer_step_reads=flag) as syncs:
+            opt.step()
+            p.sum().item()
+        counts[flag] = syncs.total
+    assert counts == {True: 2, False: 1}

@@ -79,6 +79,14 @@ def _call_site() -> str:
     return "?"
 
 
+def _in_torch_optim(func: Any) -> bool:
+    """Whether a host read comes from inside torch.optim (its step-count reads)."""
+    if _op_name(func) != "aten._local_scalar_dense":
+        return False
+    optim_dir = _TORCH_DIR + "optim/"
+    return any(frame.filename.startswith(optim_dir) for frame in traceback.extract_stack())
+
+
 class HostSyncs(TorchDispatchMode):
     """Counts, while active, the operations that would make the host wait for a GPU.
 
@@ -97,10 +105,13 @@ class HostSyncs(TorchDispatchMode):
     torch.cuda.set_sync_debug_mode finds those on a GPU.
     """
 
-    def __init__(self):
+    def __init__(self, optimizer_step_reads: bool = True):
         super().__init__()
         self.sites: collections.Counter[str] = collections.Counter()
         self._saved_methods: dict[str, Any] = {}
+        # torch.optim's non-fused optimizers read their step counts with .item(); on CUDA those
+        # counts live on the host, so the reads never wait for the GPU (False leaves them out)
+        self.optimizer_step_reads = optimizer_step_reads
 
     def __enter__(self):
         for method in _HOST_READS:
@@ -132,7 +143,7 @@ class HostSyncs(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if _is_sync(func, args, kwargs):
+        if _is_sync(func, args, kwargs) and (self.optimizer_step_reads or not _in_torch_optim(func)):
             self.sites[f"{_op_name(func)} at {_call_site()}"] += 1
         return func(*args, **kwargs)
 
