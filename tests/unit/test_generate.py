@@ -48,3 +48,20 @@ def test_random_noise_is_reproducible_at_a_fixed_batch_size(tmp_path):
     a = _images(ckpt, tmp_path / "a", 4, noise_mode="random")
     assert np.array_equal(a, _images(ckpt, tmp_path / "b", 4, noise_mode="random"))
     assert not np.array_equal(a, _images(ckpt, tmp_path / "c", 4))  # the noise is not the stored one
+
+
+def test_exported_generator_is_readable_as_other_new_files(tmp_path):
+    """safetensors writes owner-only files; the export follows the umask like the rest of a run."""
+    import os
+    import stat
+
+    from kdgan.nets import build_generator, save_generator
+
+    G = build_generator({"arch": "biggan", "z_dim": 8, "c_dim": 0, "img_resolution": 32, "ch": 4})
+    old = os.umask(0o022)
+    try:
+        path = save_generator(tmp_path / "export", G.state_dict(), G.config, {}, [], 0)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "export" / "config.json").stat().st_mode) == 0o644

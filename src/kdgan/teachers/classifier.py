@@ -177,12 +177,15 @@ def save_classifier(folder: str | os.PathLike, net: CifarResNet, info: dict[str,
     config, indented) into `folder`, atomically; returns the weights path."""
     from safetensors.torch import save_file
 
+    from kdgan.utils.files import as_new_file
+
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     info = {"format": FORMAT, **info, "net": dict(net.config)}
     tensors = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
     tmp = folder / f".{WEIGHTS_FILE}.tmp"
     save_file(tensors, str(tmp), metadata={"kdgan_teacher": json.dumps(info)})
+    as_new_file(tmp)  # safetensors writes 0o600
     tmp.replace(folder / WEIGHTS_FILE)
     (folder / CONFIG_FILE).write_text(json.dumps(info, indent=2) + "\n")
     return folder / WEIGHTS_FILE

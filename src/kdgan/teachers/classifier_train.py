@@ -128,6 +128,8 @@ def accuracy(net: torch.nn.Module, images: np.ndarray, labels: np.ndarray, devic
 def _save_checkpoint(path: Path, net: CifarResNet, opt: torch.optim.SGD, meta: dict[str, Any]) -> None:
     from safetensors.torch import save_file
 
+    from kdgan.utils.files import as_new_file
+
     tensors = {f"net.{k}": v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
     for i, p in enumerate(net.parameters()):
         buf = opt.state.get(p, {}).get("momentum_buffer")
@@ -135,6 +137,7 @@ def _save_checkpoint(path: Path, net: CifarResNet, opt: torch.optim.SGD, meta: d
             tensors[f"momentum.{i}"] = buf.detach().cpu().contiguous()
     tmp = path.with_name("." + path.name + ".tmp")
     save_file(tensors, str(tmp), metadata={"kdgan_teacher_training": json.dumps(meta)})
+    as_new_file(tmp)  # safetensors writes 0o600
     tmp.replace(path)
 
 
