@@ -44,18 +44,13 @@ def save_generator(folder: str | os.PathLike, state: dict[str, torch.Tensor], ne
                    training: dict[str, Any], class_names: list[str], step: int) -> Path:
     """Write G_ema.safetensors (config in its metadata, written atomically) + config.json into
     `folder`, the layout `load_generator` reads; returns the safetensors path."""
-    from safetensors.torch import save_file
-
-    from kdgan.utils.files import as_new_file
+    from kdgan.utils.files import save_safetensors
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
     meta = {"kdgan_net_config": json.dumps(net_config), "step": str(step)}
-    tmp = folder / ".G_ema.safetensors.tmp"
-    save_file(tensors, str(tmp), metadata=meta)
-    as_new_file(tmp)  # safetensors writes 0o600
-    tmp.replace(folder / "G_ema.safetensors")
+    save_safetensors(tensors, folder / "G_ema.safetensors", meta)
     (folder / "config.json").write_text(json.dumps(
         {"generator": net_config, "training": training, "class_names": class_names, "step": step},
         indent=2))

@@ -175,18 +175,13 @@ def teacher_file(path: str | os.PathLike) -> Path:
 def save_classifier(folder: str | os.PathLike, net: CifarResNet, info: dict[str, Any]) -> Path:
     """Write teacher.safetensors (weights, the config in its metadata) and teacher.json (the same
     config, indented) into `folder`, atomically; returns the weights path."""
-    from safetensors.torch import save_file
-
-    from kdgan.utils.files import as_new_file
+    from kdgan.utils.files import save_safetensors
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     info = {"format": FORMAT, **info, "net": dict(net.config)}
     tensors = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-    tmp = folder / f".{WEIGHTS_FILE}.tmp"
-    save_file(tensors, str(tmp), metadata={"kdgan_teacher": json.dumps(info)})
-    as_new_file(tmp)  # safetensors writes 0o600
-    tmp.replace(folder / WEIGHTS_FILE)
+    save_safetensors(tensors, folder / WEIGHTS_FILE, {"kdgan_teacher": json.dumps(info)})
     (folder / CONFIG_FILE).write_text(json.dumps(info, indent=2) + "\n")
     return folder / WEIGHTS_FILE
 

@@ -126,19 +126,14 @@ def accuracy(net: torch.nn.Module, images: np.ndarray, labels: np.ndarray, devic
 
 
 def _save_checkpoint(path: Path, net: CifarResNet, opt: torch.optim.SGD, meta: dict[str, Any]) -> None:
-    from safetensors.torch import save_file
-
-    from kdgan.utils.files import as_new_file
+    from kdgan.utils.files import save_safetensors
 
     tensors = {f"net.{k}": v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
     for i, p in enumerate(net.parameters()):
         buf = opt.state.get(p, {}).get("momentum_buffer")
         if buf is not None:
             tensors[f"momentum.{i}"] = buf.detach().cpu().contiguous()
-    tmp = path.with_name("." + path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata={"kdgan_teacher_training": json.dumps(meta)})
-    as_new_file(tmp)  # safetensors writes 0o600
-    tmp.replace(path)
+    save_safetensors(tensors, path, {"kdgan_teacher_training": json.dumps(meta)})
 
 
 def _load_checkpoint(path: Path, net: CifarResNet, opt: torch.optim.SGD, device: torch.device) -> dict:
