@@ -91,12 +91,12 @@ def describe_compute_change(saved: dict[str, Any], now: dict[str, Any]) -> str:
                      if k in saved and k in now and saved[k] != now[k])
 
 
-def memory_format_of(cfg: TrainConfig) -> torch.memory_format:
-    """The activation layout of a run's G and D (config field memory_format; auto: channels_last
-    except for StyleGAN2)."""
+def memory_format_of(cfg: TrainConfig) -> str:
+    """The activation layout of a run's G and D, channels_last or contiguous (config field
+    memory_format; auto: channels_last except for StyleGAN2)."""
     if cfg.memory_format == "auto":
-        return torch.contiguous_format if cfg.arch == "stylegan2" else torch.channels_last
-    return torch.channels_last if cfg.memory_format == "channels_last" else torch.contiguous_format
+        return "contiguous" if cfg.arch == "stylegan2" else "channels_last"
+    return cfg.memory_format
 
 
 def adam(params, device: torch.device, **kwargs: Any) -> torch.optim.Adam:
@@ -241,12 +241,10 @@ class Trainer:
         if not cfg.kd_trunk_grad and getattr(self.D, "kd_head", None) is not None:
             # the head sees D's pooled features detached: KD fits the head without moving the trunk
             self.D.kd_head.register_forward_pre_hook(lambda _module, args: tuple(a.detach() for a in args))
-        self.memory_format = memory_format_of(cfg)
-        if self.memory_format == torch.channels_last:  # weights in NHWC: activations follow
-            self.G.to(memory_format=self.memory_format)
-            self.D.to(memory_format=self.memory_format)
-        self.compute.update(adam="fused" if self.device.type in _FUSED_ADAM_DEVICES else "default",
-                            memory_format=str(self.memory_format).removeprefix("torch.").removesuffix("_format"))
+        self.compute["memory_format"] = memory_format_of(cfg)
+        if self.compute["memory_format"] == "channels_last":  # weights in NHWC: activations follow
+            self.G.to(memory_format=torch.channels_last)
+            self.D.to(memory_format=torch.channels_last)
         broadcast_module(self.G, self.info)
         broadcast_module(self.D, self.info)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
@@ -264,6 +262,7 @@ class Trainer:
         if any(True for _ in self.D.parameters()):
             d_lr, d_betas = lazy_adam_settings(cfg, "D")
             self.opt_D = adam(self.D.parameters(), self.device, lr=d_lr, betas=d_betas, eps=cfg.adam_eps)
+        self.compute["adam"] = "fused" if self.opt_G.defaults["fused"] else "default"
         self.ada_p = self.apa_p = None  # adaptive probabilities (state of the objective)
         p_max = 1.0 if cfg.ada_p_cap else None
         if cfg.ada:

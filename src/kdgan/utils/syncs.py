@@ -69,9 +69,9 @@ def _is_sync(func: Any, args: tuple, kwargs: dict) -> bool:
     return False
 
 
-def _call_site() -> str:
+def _call_site(stack: traceback.StackSummary) -> str:
     """The innermost frame outside torch and this module: where the code asked for the op."""
-    for frame in reversed(traceback.extract_stack()):
+    for frame in reversed(stack):
         if not frame.filename.startswith(_TORCH_DIR) and frame.filename != _THIS_FILE:
             parts = Path(frame.filename).parts
             short = "/".join(parts[parts.index("kdgan"):] if "kdgan" in parts else parts[-2:])
@@ -79,12 +79,11 @@ def _call_site() -> str:
     return "?"
 
 
-def _in_torch_optim(func: Any) -> bool:
+def _in_torch_optim(func: Any, stack: traceback.StackSummary) -> bool:
     """Whether a host read comes from inside torch.optim (its step-count reads)."""
-    if _op_name(func) != "aten._local_scalar_dense":
-        return False
     optim_dir = _TORCH_DIR + "optim/"
-    return any(frame.filename.startswith(optim_dir) for frame in traceback.extract_stack())
+    return (_op_name(func) == "aten._local_scalar_dense"
+            and any(frame.filename.startswith(optim_dir) for frame in stack))
 
 
 class HostSyncs(TorchDispatchMode):
@@ -132,7 +131,7 @@ class HostSyncs(TorchDispatchMode):
         def read(tensor, *args, **kwargs):
             caller = sys._getframe(1).f_code.co_filename
             if not caller.startswith(_TORCH_DIR):
-                self.sites[f"Tensor.{method} at {_call_site()}"] += 1
+                self.sites[f"Tensor.{method} at {_call_site(traceback.extract_stack())}"] += 1
             return original(tensor, *args, **kwargs)
 
         return read
@@ -143,8 +142,10 @@ class HostSyncs(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if _is_sync(func, args, kwargs) and (self.optimizer_step_reads or not _in_torch_optim(func)):
-            self.sites[f"{_op_name(func)} at {_call_site()}"] += 1
+        if _is_sync(func, args, kwargs):
+            stack = traceback.extract_stack()
+            if self.optimizer_step_reads or not _in_torch_optim(func, stack):
+                self.sites[f"{_op_name(func)} at {_call_site(stack)}"] += 1
         return func(*args, **kwargs)
 
     def report(self) -> str:
