@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 
 from kdgan.config import resolve
-from train_step import time_step
+from train_step import parse_fields, time_step
 
 
 def main() -> None:
@@ -22,7 +22,7 @@ def main() -> None:
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="a config field for both presets (e.g. precision=fp32)")
     args = p.parse_args()
-    extra = dict(s.split("=", 1) for s in args.set)
+    extra = parse_fields(args.set)
     times = {}
     for preset in ("demo", "demo-kd"):
         cfg = resolve(preset, {"device": "cpu", "eval_every_steps": 0, **extra})

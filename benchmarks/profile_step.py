@@ -13,13 +13,12 @@ from __future__ import annotations
 import argparse
 import tempfile
 
-import numpy as np
 import torch
 from torch.profiler import ProfilerActivity, profile
 
 from kdgan.config import resolve
-from kdgan.data import ImageSet
 from kdgan.training.loop import Trainer
+from train_step import parse_fields, random_data
 
 
 def main() -> None:
@@ -33,12 +32,9 @@ def main() -> None:
     p.add_argument("--trace", help="also write a Chrome trace here")
     args = p.parse_args()
     fields = {"device": args.device, "precision": args.precision, "data": "synthetic", "eval_every_steps": 0}
-    fields.update(dict(s.split("=", 1) for s in args.sets))
+    fields.update(parse_fields(args.sets))
     cfg = resolve(args.preset, fields)
-    rng = np.random.default_rng(0)
-    r = cfg.resolution
-    data = ImageSet(rng.integers(0, 256, (200, r, r, 3), dtype=np.uint8), rng.integers(0, 10, 200),
-                    [str(i) for i in range(10)])
+    data = random_data(cfg, 200)
     cuda = torch.device(args.device).type == "cuda"
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(cfg, tmp, dataset=data)

@@ -80,11 +80,21 @@ def bench(device: str, steps: int, repeats: int, precision: str, preset: str, co
 
 
 def parse_fields(specs: list[str]) -> dict[str, str]:
-    fields = [f for spec in specs for f in spec.split(",") if f]
-    bad = [f for f in fields if "=" not in f]
-    if bad:
-        raise SystemExit(f"train_step: {', '.join(bad)} is not FIELD=VALUE (e.g. memory_format=contiguous)")
-    return dict(f.split("=", 1) for f in fields)
+    """FIELD=VALUE pairs, several to a spec separated by commas; a piece without '=' continues the
+    previous value (diffaugment=color,translation,cutout is one field)."""
+    fields: dict[str, str] = {}
+    for spec in specs:
+        key = None
+        for piece in spec.split(","):
+            if "=" in piece:
+                key, value = piece.split("=", 1)
+                fields[key] = value
+            elif key is not None:
+                fields[key] += "," + piece
+            else:
+                raise SystemExit(f"benchmarks: {spec!r} does not start with FIELD=VALUE "
+                                 "(e.g. memory_format=contiguous)")
+    return fields
 
 
 def main() -> None:
