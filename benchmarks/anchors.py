@@ -196,6 +196,10 @@ def plan(device: str, tiny: bool, kd: bool, mixed: bool, compiled: bool = False,
     if biggan_bf16:
         lines.append(f"would measure: {big}, kdgan in bf16 autocast, ms per G step; throughput against "
                      "kdgan fp32 and the released code (fp32)")
+    if device == "cuda":
+        lines.append(f"would measure: {big}, kdgan with cuda_graphs=true (whole steps as CUDA graphs) in fp32"
+                     + (" and bf16" if biggan_bf16 else "") + f", ms per G step; throughput against kdgan "
+                     f"fp32 eager and the released code (target >= {THROUGHPUT_TARGET:g}x)")
     if kd:
         teacher = "a tiny random CLIP" if tiny else "CLIP ViT-B/32, random weights"
         lines.append(f"would measure: {big} + KD-DLGAN ({teacher}), ms per G step, kdgan {BIGGAN_KD_PRESET} "
@@ -811,6 +815,20 @@ def biggan_part(rel, device: torch.device, tiny: bool, args, out: dict, save) ->
               f"median of {args.repeats_biggan} x {args.steps} steps", flush=True)
         res["da_bf16"] = {"kdgan_s": bf_s, "throughput_ratio": r["s"] / bf_s}
         save()
+    if device.type == "cuda":  # whole steps as CUDA graphs: one launch per step instead of thousands
+        for precision in ("fp32",) if args.no_mixed else ("fp32", "bf16"):
+            torch.manual_seed(0)
+            g_s, _, _ = time_step(dataclasses.replace(cfg, precision=precision, cuda_graphs=True), args.steps,
+                                  args.repeats_biggan)
+            free(device)
+            thr = r["s"] / g_s
+            verdict = "met" if thr >= THROUGHPUT_TARGET else "not met"
+            print(f"anchors: {tag} DA, kdgan {precision} with cuda_graphs=true on {where}: "
+                  f"{g_s * 1e3:.1f} ms per G step, {k_s / g_s:.2f}x kdgan fp32 eager's throughput, "
+                  f"{thr:.2f}x the released code's (fp32; target >= {THROUGHPUT_TARGET:g}x: {verdict}); "
+                  f"median of {args.repeats_biggan} x {args.steps} steps", flush=True)
+            res[f"da_graphs_{precision}"] = {"kdgan_s": g_s, "throughput_ratio": thr}
+            save()
     if args.no_kd:
         print(f"anchors: {tag} DA + KD-DLGAN row skipped (--no-kd)", flush=True)
         return

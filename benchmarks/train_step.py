@@ -25,6 +25,7 @@ import torch
 
 from kdgan.config import resolve
 from kdgan.data import ImageSet
+from kdgan.training.graphs import blockers as graph_blockers
 from kdgan.training.loop import Trainer
 
 
@@ -43,7 +44,8 @@ def time_step(cfg, steps: int, repeats: int, num_images: int = 1000) -> tuple[fl
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(cfg, tmp, dataset=data)
         sync = torch.cuda.synchronize if trainer.device.type == "cuda" else (lambda: None)
-        for _ in range(3 if cfg.compile else 1):  # warm-up (allocator, cuDNN autotune, compiling)
+        # warm-up (allocator, cuDNN autotune, compiling; cuda_graphs: 2 eager steps, then the capture)
+        for _ in range(3 if cfg.compile or cfg.cuda_graphs else 1):
             trainer.train_step()
         sync()
         if trainer.device.type == "cuda":
@@ -55,6 +57,8 @@ def time_step(cfg, steps: int, repeats: int, num_images: int = 1000) -> tuple[fl
                 trainer.train_step()
             sync()
             times.append((time.perf_counter() - t0) / steps)
+        if cfg.cuda_graphs:
+            print(f"train_step: cuda_graphs: {graphs_state(trainer)}", flush=True)
     if trainer.device.type == "cuda":
         name = torch.cuda.get_device_name()
         peak = f"peak GPU memory {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB"
@@ -62,6 +66,16 @@ def time_step(cfg, steps: int, repeats: int, num_images: int = 1000) -> tuple[fl
         name = f"CPU x{torch.get_num_threads()} threads"
         peak = f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB"
     return statistics.median(times), name, peak
+
+
+def graphs_state(trainer: Trainer) -> str:
+    """What cuda_graphs did in a timed run: graphs replayed, or why the steps ran eagerly."""
+    g = trainer.graphs
+    if g is None:
+        return "not used (" + ("; ".join(graph_blockers(trainer)) or "off") + ")"
+    if g.failed:
+        return f"capture failed, eager steps ({g.failed})"
+    return f"{g.captures} graph(s) captured, {g.replays} replays, {g.eager_steps} eager warm-up steps"
 
 
 def bench(device: str, steps: int, repeats: int, precision: str, preset: str, compile: bool = False,

@@ -138,6 +138,10 @@ class TrainConfig:
     # are plain convolutions; NCHW for StyleGAN2, whose modulated convolutions reshape per sample)
     # | channels_last | contiguous (NCHW). Same numbers to float rounding; 1.17x on a CPU (BigGAN).
     memory_format: str = "auto"
+    # whole training steps as CUDA graphs on a GPU (training/graphs.py): one launch per step for
+    # launch-bound steps such as BigGAN-CIFAR's; runs without what a graph cannot hold (ADA, APA,
+    # InsGen, fp16, clip_on=clean, several processes) go on eagerly with a warning saying why
+    cuda_graphs: bool = False
     seed: int = 0  # seed of initialisation, sampling and augmentation
     # --- bookkeeping ---
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -160,7 +164,8 @@ RESUMABLE_FIELDS = frozenset(
     {"steps", "device", "log_every_steps", "sample_every_steps", "ckpt_every_steps", "keep_ckpts",
      "ckpt_every_minutes",
      "eval_every_steps", "eval_protocol", "eval_num_gen", "eval_metric", "eval_ref", "inception",
-     "teacher_compile", "compress_teacher", "compile", "compile_mode", "memory_format", "ema_bn_mode",
+     "teacher_compile", "compress_teacher", "compile", "compile_mode", "memory_format", "cuda_graphs",
+     "ema_bn_mode",
      "ema_bn_batch"}
 )
 

@@ -72,3 +72,55 @@ def test_training_steps_never_wait_for_the_gpu(tmp_path, preset):
     finally:
         torch.cuda.set_sync_debug_mode(0)
     torch.cuda.synchronize()
+
+
+@pytest.mark.parametrize("preset", ["tiny", "stylegan2-tiny"])
+def test_cuda_graph_steps_replay_what_eager_steps_compute(tmp_path, preset):
+    """issue 23, cuda_graphs: whole steps captured as CUDA graphs replay without a host sync and
+    compute what the same steps compute eagerly: the CPU suite's emulated path (capture=False:
+    the same batches, the same order of random draws) on the same GPU, whose draws a graph makes
+    from the same generator state."""
+    from kdgan.training.graphs import StepGraphs
+    from tests.unit.test_ada import tiny_faces
+    from tests.unit.test_cuda_graphs import BIGGAN, STYLEGAN2
+
+    fields = {**(BIGGAN if preset == "tiny" else STYLEGAN2), "device": "cuda"}
+    data = tiny_faces() if preset != "tiny" else tiny_data()
+    steps = 9 if preset == "tiny" else 6  # each preset's keys repeat: at least 2 replays
+
+    def run(capture: bool, where: str) -> tuple[Trainer, list[dict]]:
+        t = Trainer(resolve(preset, fields), tmp_path / where, dataset=data)
+        t.graphs = StepGraphs(t, capture=capture)
+        logs = [t.train_step()]
+        torch.cuda.synchronize()
+        # the path without captures waits for nothing (a capture itself synchronises once)
+        torch.cuda.set_sync_debug_mode(0 if capture else "error")
+        try:
+            logs += [t.train_step() for _ in range(steps - 1)]
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+        return t, [{k: v.float().cpu() for k, v in step.items()} for step in logs]
+
+    eager, eager_logs = run(False, "eager")
+    graphed, graphed_logs = run(True, "graphed")
+    g = graphed.graphs
+    assert not g.failed and g.captures >= 2 and g.replays >= 2, (g.failed, g.captures, g.replays)
+    for step, (a, b) in enumerate(zip(eager_logs, graphed_logs, strict=True)):
+        assert list(a) == list(b), step
+        for k in a:
+            torch.testing.assert_close(b[k], a[k], rtol=1e-3, atol=1e-4, msg=f"step {step}, {k}")
+    for p, q in zip(eager.G.parameters(), graphed.G.parameters(), strict=True):
+        torch.testing.assert_close(q, p, rtol=1e-3, atol=1e-4)
+
+
+def test_cuda_graphs_run_checkpoints_and_resumes(tmp_path):
+    """A run with cuda_graphs=true trains, saves, and resumes (the resume captures its graphs anew)."""
+    fields = {"data": "in-memory", "device": "cuda", "lecam_weight": 0.1, "cuda_graphs": True,
+              "steps": 5, "ckpt_every_steps": 5}
+    t = Trainer(resolve("tiny", fields), tmp_path, dataset=tiny_data())
+    assert t.graphs is not None and t.compute["cuda_graphs"] is True
+    assert t.run()["step"] == 5 and t.graphs.replays == 3  # 2 eager warm-up steps, then replays
+    t = Trainer(resolve("tiny", {**fields, "steps": 10}), tmp_path, dataset=tiny_data())
+    summary = t.run()
+    assert summary["resumed_from"] == 5 and summary["step"] == 10 and t.graphs.replays == 3
+    assert all(torch.isfinite(p).all() for p in t.G.parameters())

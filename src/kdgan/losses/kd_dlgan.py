@@ -108,6 +108,17 @@ class TeacherFeatureNorm(torch.nn.Module):
         self.register_buffer("mean", torch.zeros(dim))
         self.register_buffer("scale", torch.ones(()))
         self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
+        self._fitted_host: bool | None = None  # `fitted` read once, so a step never waits for it
+
+    def is_fitted(self) -> bool:
+        """Whether the statistics are fitted (read from the device once after a load, then kept)."""
+        if self._fitted_host is None:
+            self._fitted_host = bool(self.fitted)
+        return self._fitted_host
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self._fitted_host = None
 
     @torch.no_grad()
     def fit(self, features: torch.Tensor) -> None:
@@ -116,6 +127,7 @@ class TeacherFeatureNorm(torch.nn.Module):
         self.mean.copy_(mean)
         self.scale.copy_((f - mean).pow(2).sum(1).mean().sqrt().clamp_min(1e-8))
         self.fitted.fill_(True)
+        self._fitted_host = True
 
     def forward(self, teacher_features: torch.Tensor) -> torch.Tensor:
         return (teacher_features.float() - self.mean) / self.scale

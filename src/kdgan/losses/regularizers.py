@@ -46,10 +46,14 @@ class LeCam(nn.Module):
             return True
         return d_step // self.d_steps > self.start_steps
 
+    def decay_at(self, d_step: int) -> float:
+        """The anchors' decay in global D step `d_step`: 0 (a copy of the batch means) while warming."""
+        return 0.0 if self._warming(d_step) else self.decay
+
     @torch.no_grad()
     def update(self, real_logits: torch.Tensor, fake_logits: torch.Tensor, d_step: int = 0) -> None:
         """Move the anchors towards this batch's mean outputs (`d_step`: global D step, 0-based)."""
-        decay = 0.0 if self._warming(d_step) else self.decay
+        decay = self.decay_at(d_step)
         self.anchor_real.mul_(decay).add_((1 - decay) * real_logits.detach().float().mean())
         self.anchor_fake.mul_(decay).add_((1 - decay) * fake_logits.detach().float().mean())
         self.updates += 1

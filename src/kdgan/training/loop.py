@@ -10,6 +10,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,8 @@ from kdgan.teachers import build_teacher
 from kdgan.teachers.prompts import resolve_prompts
 from kdgan.training.checkpoint import FORMAT, CheckpointManager
 from kdgan.training.ema import ema_decay_at, update_ema
+from kdgan.training.graphs import StepGraphs
+from kdgan.training.graphs import blockers as graph_blockers
 from kdgan.training.lock import run_lock
 from kdgan.training.monitor import RunMonitor, save_image_grid
 from kdgan.training.objectives import (
@@ -78,14 +81,14 @@ def compute_setting(device: torch.device, world_size: int) -> dict[str, Any]:
 
 _FUSED_ADAM_DEVICES = ("cpu", "cuda")  # where torch has a fused Adam
 # What checkpoints written before a compute key existed ran with (kdgan's earlier implementation).
-_COMPUTE_BEFORE = {"adam": "default", "memory_format": "contiguous"}
+_COMPUTE_BEFORE = {"adam": "default", "memory_format": "contiguous", "cuda_graphs": False}
 
 
 def describe_compute_change(saved: dict[str, Any], now: dict[str, Any]) -> str:
     """'' when a resumed run continues in the setting it was saved in, else what changed."""
     if saved:
         saved = {**_COMPUTE_BEFORE, **saved}
-    keys = ["torch", "device", "world_size", "gpu", "adam", "memory_format"] + (
+    keys = ["torch", "device", "world_size", "gpu", "adam", "memory_format", "cuda_graphs"] + (
         ["cpu_threads", "cpu_capability", "cpu_bf16"] if now.get("device") == "cpu" else [])
     return "; ".join(f"{k} {saved[k]!r} -> {now[k]!r}" for k in keys
                      if k in saved and k in now and saved[k] != now[k])
@@ -303,6 +306,14 @@ class Trainer:
         self.ckpts = CheckpointManager(self.run_dir / "checkpoints", cfg.keep_ckpts)
         self._stop = threading.Event()
         self._eval: tuple | None = None  # (protocol, extractor, reference features), built lazily
+        self.graphs: StepGraphs | None = None  # cuda_graphs: the steps as replayed CUDA graphs
+        if cfg.cuda_graphs:
+            why = graph_blockers(self)
+            if why:
+                log.warning("cuda_graphs: the steps run without CUDA graphs: %s", "; ".join(why))
+            else:
+                self.graphs = StepGraphs(self)
+        self.compute["cuda_graphs"] = self.graphs is not None
 
     # ------------------------------------------------------------------ objectives
     def _build_objective(self) -> GANObjective | DistillObjective:
@@ -465,7 +476,8 @@ class Trainer:
     def _autocast(self):
         if self.autocast_dtype is None:
             return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+        # inside a CUDA graph capture the cast-weight cache would hold the capture's tensors
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype, cache_enabled=self.graphs is None)
 
     def _optimize(self, name: str, terms: dict[str, torch.Tensor]) -> torch.Tensor:
         net, opt = (self.G, self.opt_G) if name == "G" else (self.D, self.opt_D)
@@ -491,14 +503,26 @@ class Trainer:
 
     def train_step(self) -> dict[str, torch.Tensor]:
         """One G step after `d_steps` D steps; returns detached loss terms and stats."""
+        if self.graphs is not None:  # cuda_graphs: a captured step replayed (training/graphs.py)
+            return self.graphs.step()
+        d0 = self.step * self.cfg.d_steps
+        logs = self.step_body(lambda i: self.real_batch(d0 + i))
+        self.end_step()
+        return logs
+
+    def step_body(self, reals: Callable[[int], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+                  ) -> dict[str, torch.Tensor]:
+        """The D steps and the G step of G step `self.step`, on the real batches `reals(i)` of its
+        D steps (images, labels, indices; see real_batch): everything a CUDA graph of the step
+        holds. Its Python branches depend on the step only through `objective.branches`."""
         cfg = self.cfg
         logs: dict[str, torch.Tensor] = {}
         if cfg.compile and cfg.compile_mode == "reduce-overhead":
             torch.compiler.cudagraph_mark_step_begin()  # the last step's graph outputs are done with
         self._d_requires_grad(True)
-        for i in range(cfg.d_steps if self.opt_D is not None else 0):
+        for i in range(self.d_steps_per_step):
             d_step = self.step * cfg.d_steps + i
-            real, labels, idx = self.real_batch(d_step)
+            real, labels, idx = reals(i)
             D = self.D if self.objective.needs_second_derivative(d_step) else self.D_fast
             with self._autocast():
                 terms, stats = self.objective.d_terms(self.G_fast, D, real, labels, idx, d_step)
@@ -521,9 +545,17 @@ class Trainer:
             self._optimize("G", reg_terms)
         self._d_requires_grad(True)
         logs.update({k: v.detach() for k, v in {**terms, **stats, **reg_terms, **reg_stats}.items()})
-        self.step += 1
-        update_ema(self.G_ema, self.G, ema_decay_at(self.step, cfg.ema_decay, cfg.ema_start_steps))
         return logs
+
+    def end_step(self) -> None:
+        """What follows a step outside its graph: the step count and G_ema (whose decay ramps)."""
+        self.step += 1
+        update_ema(self.G_ema, self.G, ema_decay_at(self.step, self.cfg.ema_decay, self.cfg.ema_start_steps))
+
+    @property
+    def d_steps_per_step(self) -> int:
+        """D steps per G step: cfg.d_steps, or none when no D trains (MSE distillation)."""
+        return self.cfg.d_steps if self.opt_D is not None else 0
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
@@ -601,6 +633,8 @@ class Trainer:
             log.warning("resuming in another compute setting than step %d was saved in (%s): the run "
                         "goes on correctly but will not be bit-identical to an uninterrupted one; "
                         "for an exact resume use the original setting%s", ckpt["step"], changed, hint)
+        if self.graphs is not None:  # the graphs hold the optimiser state tensors replaced below
+            self.graphs.reset()
         for name in ("G", "D", "G_ema"):
             getattr(self, name).load_state_dict(ckpt["nets"][name]["state"])
         load_adam_state(self.opt_G, ckpt["optim"]["G"])

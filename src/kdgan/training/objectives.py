@@ -149,6 +149,30 @@ class GANObjective:
         labels = torch.randint(0, max(self.c_dim, 1), (batch_size,), device=device)
         return z, labels
 
+    def branches(self, g_step: int, d_steps: int) -> tuple:
+        """Every decision of `d_terms`, `d_reg_terms`, `g_terms` and `g_reg_terms` that G step
+        `g_step` (with its `d_steps` D steps) takes in Python: which terms run and the constants
+        they bake in. Two steps with equal branches launch the same kernels with the same
+        arguments, so one CUDA graph serves both (training/graphs.py; tests/unit/test_cuda_graphs.py
+        checks this on the operations each step runs). A step-dependent branch added to those
+        methods belongs here too."""
+        reg, kd, lecam, va = self.reg, self.kd, self.lecam, self.vision_aided
+        d = []
+        for d_step in range(g_step * d_steps, (g_step + 1) * d_steps):
+            d.append((
+                self.needs_second_derivative(d_step),
+                self.r1_separate and reg.r1_gamma > 0 and d_step % reg.r1_every == 0,
+                kd is not None and d_step % kd.every == 0,
+                lecam is not None and lecam.decay_at(d_step),
+                lecam is not None and lecam.active(d_step),
+                va is not None and d_step // va.d_steps > va.warmup_steps,
+            ))
+        g = (reg.pl is not None and reg.pl_weight > 0 and g_step % reg.pl_every == 0,
+             va is not None and g_step > va.warmup_steps)
+        adaptive = tuple(c.value for c in (reg.ada, reg.apa) if c is not None)  # host floats
+        norm = kd is not None and kd.norm is not None and kd.norm.is_fitted()
+        return tuple(d), g, adaptive, norm
+
     def needs_second_derivative(self, d_step: int) -> bool:
         """Whether D step `d_step`'s main pass takes R1 (a gradient of D's gradient: D must run
         eagerly); with separate lazy regularisation R1 is its own pass (`d_reg_terms`)."""
@@ -264,7 +288,7 @@ class GANObjective:
         text_fake, text_real = target_fake, target_real
         student_in_teacher_space = student
         if kd.norm is not None:
-            if not bool(kd.norm.fitted):
+            if not kd.norm.is_fitted():
                 kd.norm.fit(kd.norm_source())
             target_fake, target_real = kd.norm(target_fake), kd.norm(target_real)
             student_in_teacher_space = kd.norm.inverse(student)
@@ -372,6 +396,9 @@ class DistillObjective:
         pass
 
     sample_latents = GANObjective.sample_latents
+
+    def branches(self, g_step: int, d_steps: int) -> tuple:
+        return ()  # no decision of the distillation game depends on the step
 
     def needs_second_derivative(self, d_step: int) -> bool:
         return self.r1_gamma > 0  # R1 on every step of both discriminators
