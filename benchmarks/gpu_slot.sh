@@ -28,12 +28,12 @@ step() {  # step LABEL TIMEOUT_S CMD...: run with a timeout, output to the log, 
   python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'cudnn', torch.backends.cudnn.version())"
 } 2>&1 | tee -a "$LOG"
 if [ "${SKIP_SPEED:-0}" != 1 ]; then
-  step "FIR derivatives, 256 px D / G (fp32)" 90 python3 benchmarks/fir_derivatives.py --device cuda \
+  step "FIR derivatives, 256 px D / G (fp32)" 75 python3 benchmarks/fir_derivatives.py --device cuda \
     --resolution 256 --channel-base 32768 --batch 16 --repeats 3
-  step "bias + lrelu, 256 px main step (fp32)" 60 python3 benchmarks/bias_act.py --device cuda \
+  step "bias + lrelu, 256 px main step (fp32)" 45 python3 benchmarks/bias_act.py --device cuda \
     --resolution 256 --channel-base 32768 --batch 16 --repeats 3
   if [ -d .carry/anchors ]; then
-    step "side by side with NVlabs and KD_DLGAN" 200 python3 benchmarks/anchors.py --device cuda \
+    step "side by side with NVlabs and KD_DLGAN" 330 python3 benchmarks/anchors.py --device cuda \
       --nvlabs .carry/anchors/stylegan2-ada-pytorch --kddlgan .carry/anchors/KD_DLGAN --json /tmp/anchors.json
   fi
 fi

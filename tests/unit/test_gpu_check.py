@@ -120,23 +120,29 @@ def test_anchors_dry_mode_lists_each_measurement_without_a_gpu_or_the_checkouts(
                      "s/kimg = (main + R1 / 16 + PL / 4) x 62.5",
                      "mixed-precision main step", "BigGAN-CIFAR DA (ch 64, batch 50, 4 D steps",
                      "target >= 3x", "launch a kernel and host syncs", "kdgan in bf16 autocast",
-                     "+ KD-DLGAN"):
+                     "+ KD-DLGAN", "cuda_graphs=true"):
             assert sum(what in x for x in lines) >= 1, (key, what, text)
-        assert len(lines) == 11, text  # 6 StyleGAN2 fp32, 1 mixed, 4 BigGAN-CIFAR (fp32, ops, bf16, KD)
+        # 6 StyleGAN2 fp32, 1 mixed, 5 BigGAN-CIFAR (fp32, ops, bf16, CUDA graphs, KD)
+        assert len(lines) == 12, text
     assert "no --nvlabs / --kddlgan checkout given" in outs["no checkouts"][0]
 
 
-def test_speed_part_runs_anchors_first_when_both_checkouts_are_given(tmp_path):
+def test_speed_part_fits_8_minutes_and_runs_anchors_when_both_checkouts_are_given(tmp_path):
+    """issue 23: `--parts speed` produces every ratio in one call of at most 8 minutes."""
     mod = _gpu_check()
     nv, kd = tmp_path / "stylegan2-ada-pytorch", tmp_path / "KD_DLGAN"
     for quick in (False, True):
         plain = mod.commands("speed", tmp_path / "d.zip", tmp_path, quick)
         assert all(Path(argv[1]).name != "anchors.py" for _, argv, _ in plain)
-        label, argv, timeout = mod.commands("speed", tmp_path / "d.zip", tmp_path, quick, (nv, kd))[0]
-        assert label == "anchors" and timeout == 300 and Path(argv[1]) == ANCHORS
+        assert "cuda_graphs=true" in " ".join(plain[-1][1])  # kdgan's side alone, eager vs graphs
+        cmds = mod.commands("speed", tmp_path / "d.zip", tmp_path, quick, (nv, kd))
+        assert sum(limit for _, _, limit in cmds) <= 480
+        label, argv, _ = cmds[-1]
+        assert label == "anchors" and Path(argv[1]) == ANCHORS
         assert argv[2:] == ["--device", "cuda", "--nvlabs", str(nv), "--kddlgan", str(kd),
                             "--json", str(tmp_path / "anchors.json")]
-        assert mod.commands("speed", tmp_path / "d.zip", tmp_path, quick, (nv, kd))[1:] == plain
+        assert [Path(a[1]).name for _, a, _ in cmds[:-1]] == ["fir_derivatives.py", "bias_act.py"]
+        assert cmds[:-1] == plain[:-1]
     assert mod.result_lines("speed", "anchors: NVlabs ops: CUDA plugins (...)\nnoise\n") == [
         "anchors: NVlabs ops: CUDA plugins (...)"]
     proc = _run("--out", str(tmp_path / "o"), "--parts", "speed", "--nvlabs", str(nv), cwd=tmp_path)
