@@ -24,7 +24,7 @@ How a step runs here (`StepGraphs.step`):
 What a graph cannot hold is refused before any capture, with the reason (`blockers`): a host
 read inside the step (ADA / APA move p on the host, InsGen's queue pointer, clip_on = clean's
 feature cache, fp16's loss scaling, LeCam's d-updates warm-up), several processes, and
-torch.compile's own CUDA graphs. If a capture still fails, the run says why and goes on eagerly
+torch.compile (untested inside a capture). If a capture still fails, the run says why and goes on eagerly
 (a capture launches nothing, so no training state has changed).
 
 `capture=False` runs the same path with the graphs replaced by eager calls of the captured
@@ -66,8 +66,9 @@ def blockers(trainer: Trainer) -> list[str]:
     if getattr(trainer.objective, "lecam", None) is not None and cfg.lecam_warmup == "d-updates":
         why.append("lecam_warmup=d-updates: the warm-up reads the update count on the host "
                    "(use lecam_warmup=g-steps, the released schedule)")
-    if cfg.compile and cfg.compile_mode == "reduce-overhead":
-        why.append("compile_mode=reduce-overhead makes its own CUDA graphs (use compile_mode=default)")
+    if cfg.compile:
+        why.append("compile=true: torch.compile's code inside a captured step is untested, and a "
+                   "recompile during a capture would fail (use compile or cuda_graphs)")
     return why
 
 
@@ -104,9 +105,12 @@ class StepGraphs:
         self.replays = self.captures = self.eager_steps = 0
 
     def reset(self) -> None:
-        """Forget every graph (they hold the optimisers' state tensors; a load replaces them)."""
+        """Forget every graph (they hold the optimisers' state tensors; a load replaces them), and
+        their memory pool: blocks of the last capture (the gradients) may outlive the graphs, and
+        torch's allocator refuses a new capture into a pool that no graph uses any more."""
         self.graphs.clear()
         self.seen.clear()
+        self.pool = None
 
     def key(self) -> Any:
         t = self.t
@@ -167,6 +171,7 @@ class StepGraphs:
         optimizers = [o for o in (t.opt_G, t.opt_D, t.opt_aux) if o is not None]
         groups = [g for o in optimizers for g in o.param_groups]
         cuda_graph = torch.cuda.CUDAGraph()
+        stream = torch.cuda.current_stream(t.device)  # a failed capture can leave its own stream current
         try:
             for g in groups:  # the fused Adam kernel is the same; the flag lets step() be captured
                 g["capturable"] = True
@@ -179,7 +184,9 @@ class StepGraphs:
             with torch.cuda.graph(cuda_graph, pool=self.pool, capture_error_mode="thread_local"):
                 keys, packed = self._body()
         except Exception as e:  # noqa: BLE001 - any failure: say why, train on eagerly
-            self.failed = f"{type(e).__name__}: {e}".splitlines()[0][:300]
+            torch.cuda.set_stream(stream)
+            cause = e.__context__ or e  # an op that broke the capture, then capture_end's own error
+            self.failed = f"{type(cause).__name__}: {cause}".splitlines()[0][:300]
             log.warning("cuda_graphs: capturing G step %d failed (%s); training goes on without CUDA "
                         "graphs (--set cuda_graphs=false hides this warning)", t.step, self.failed)
             self.reset()
