@@ -27,8 +27,10 @@ def file_sha256(path: str | Path) -> str:
 
 def build_teacher(name: str, model: str = "ViT-B-32", weights: str = "", clip_input: str = "official",
                   device: torch.device | str = "cpu", half: bool | None = None,
-                  use_compile: bool = False, resolution: int = 0) -> Teacher:
-    """A frozen teacher on `device`; in half precision on a GPU unless `half` is False.
+                  use_compile: bool = False, resolution: int = 0,
+                  dtype: torch.dtype | None = None) -> Teacher:
+    """A frozen teacher on `device`; in half precision on a GPU unless `half` is False; `dtype`
+    (when given) sets its dtype instead (e.g. bfloat16 on a CPU with native bf16).
     `use_compile` wraps a CLIP image tower or a classifier / backbone network in torch.compile
     (the TorchScript Inception is left as is). `resolution` > 0: input size of a torchvision: /
     timm: teacher instead of the model's default."""
@@ -81,7 +83,9 @@ def build_teacher(name: str, model: str = "ViT-B-32", weights: str = "", clip_in
     if half is None:
         half = device.type == "cuda"
     teacher = teacher.to(device)
-    if half:
+    if dtype is not None:
+        teacher = teacher.to(dtype)
+    elif half:
         teacher = teacher.half()
     teacher = teacher.freeze()
     if use_compile:

@@ -79,6 +79,7 @@ def compute_setting(device: torch.device, world_size: int) -> dict[str, Any]:
             "gpu": str(torch.cuda.get_device_name(device)) if device.type == "cuda" else ""}
 
 
+_TEACHER_DTYPES = {"auto": None, "fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 _FUSED_ADAM_DEVICES = ("cpu", "cuda")  # where torch has a fused Adam
 # What checkpoints written before a compute key existed ran with (kdgan's earlier implementation).
 _COMPUTE_BEFORE = {"adam": "default", "memory_format": "contiguous", "cuda_graphs": False}
@@ -88,7 +89,10 @@ def describe_compute_change(saved: dict[str, Any], now: dict[str, Any]) -> str:
     """'' when a resumed run continues in the setting it was saved in, else what changed."""
     if saved:
         saved = {**_COMPUTE_BEFORE, **saved}
-    keys = ["torch", "device", "world_size", "gpu", "adam", "memory_format", "cuda_graphs"] + (
+        if "teacher_dtype" not in saved:  # before teacher_dtype: half on a GPU, fp32 on a CPU
+            saved["teacher_dtype"] = "float16" if saved.get("device") == "cuda" else "float32"
+    keys = ["torch", "device", "world_size", "gpu", "adam", "memory_format", "cuda_graphs",
+            "teacher_dtype"] + (
         ["cpu_threads", "cpu_capability", "cpu_bf16"] if now.get("device") == "cpu" else [])
     return "; ".join(f"{k} {saved[k]!r} -> {now[k]!r}" for k in keys
                      if k in saved and k in now and saved[k] != now[k])
@@ -227,7 +231,9 @@ class Trainer:
         if config_lib.kd_terms(cfg):
             self.teacher = build_teacher(cfg.teacher, cfg.teacher_model, cfg.teacher_weights,
                                          cfg.clip_input, self.device, use_compile=cfg.teacher_compile,
-                                         resolution=cfg.teacher_resolution)
+                                         resolution=cfg.teacher_resolution,
+                                         dtype=_TEACHER_DTYPES[cfg.teacher_dtype])
+            self.compute["teacher_dtype"] = str(self.teacher.dtype).removeprefix("torch.")
         seed_all(cfg.seed)  # identical initialisation on every rank
         g_config, d_config = net_configs(cfg, self.c_dim, self.teacher.dim if self.teacher else 0)
         if cfg.arch == "stylegan2" and self.local_batch % d_config["mbstd_group"]:
@@ -346,7 +352,7 @@ class Trainer:
         half = cfg.vision_aided_half and self.device.type == "cuda"
         backbone = self.teacher
         if (backbone is None or cfg.teacher != cfg.vision_aided
-                or (backbone.dtype == torch.float16) != half):
+                or backbone.dtype != (torch.float16 if half else torch.float32)):
             backbone = build_teacher(cfg.vision_aided, cfg.teacher_model, cfg.teacher_weights, "official",
                                      self.device, half=half)
         log.info("vision-aided D on %s, on after %d G steps", backbone.name, cfg.vision_aided_warmup)
