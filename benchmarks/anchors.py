@@ -761,6 +761,12 @@ def stylegan2_part(nv, device: torch.device, tiny: bool, args, out: dict, save) 
     save()
 
 
+def target(throughput_ratio: float) -> str:
+    """The BigGAN-CIFAR throughput target and whether a ratio meets it."""
+    met = "met" if throughput_ratio >= THROUGHPUT_TARGET else "not met"
+    return f"target >= {THROUGHPUT_TARGET:g}x: {met}"
+
+
 def biggan_part(rel, device: torch.device, tiny: bool, args, out: dict, save) -> None:
     from train_step import random_data, time_step
 
@@ -784,12 +790,10 @@ def biggan_part(rel, device: torch.device, tiny: bool, args, out: dict, save) ->
     del released
     free(device)
     thr = r["s"] / k_s
-    verdict = "met" if thr >= THROUGHPUT_TARGET else "not met"
     print(f"anchors: {tag} DA (batch {cfg.batch_size}, {cfg.d_steps} D steps) on {where}: kdgan "
           f"{k_s * 1e3:.1f} ms per G step, released KD_DLGAN code {r['s'] * 1e3:.1f} ms per G step, ratio "
-          f"kdgan/released {k_s / r['s']:.2f}x time = {thr:.2f}x throughput (target >= "
-          f"{THROUGHPUT_TARGET:g}x: {verdict}); median of {args.repeats_biggan} x {args.steps} steps",
-          flush=True)
+          f"kdgan/released {k_s / r['s']:.2f}x time = {thr:.2f}x throughput ({target(thr)}); median of "
+          f"{args.repeats_biggan} x {args.steps} steps", flush=True)
     res["da"] = {"kdgan_s": k_s, "released": r, "throughput_ratio": thr}
     out["biggan"] = res
     save()
@@ -822,11 +826,10 @@ def biggan_part(rel, device: torch.device, tiny: bool, args, out: dict, save) ->
                                   args.repeats_biggan)
             free(device)
             thr = r["s"] / g_s
-            verdict = "met" if thr >= THROUGHPUT_TARGET else "not met"
             print(f"anchors: {tag} DA, kdgan {precision} with cuda_graphs=true on {where}: "
                   f"{g_s * 1e3:.1f} ms per G step, {k_s / g_s:.2f}x kdgan fp32 eager's throughput, "
-                  f"{thr:.2f}x the released code's (fp32; target >= {THROUGHPUT_TARGET:g}x: {verdict}); "
-                  f"median of {args.repeats_biggan} x {args.steps} steps", flush=True)
+                  f"{thr:.2f}x the released code's (fp32; {target(thr)}); median of {args.repeats_biggan} x "
+                  f"{args.steps} steps", flush=True)
             res[f"da_graphs_{precision}"] = {"kdgan_s": g_s, "throughput_ratio": thr}
             save()
     if args.no_kd:
