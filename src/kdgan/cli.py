@@ -359,7 +359,8 @@ def compress(teacher, student, width, method, data, outdir, steps, batch_size, d
     if summary is None:
         return
     try:
-        click.echo(f"report:       {write_report(outdir, **report)}")
+        # the protocol was announced by the check before training
+        click.echo(f"report:       {write_report(outdir, **report, announce=False)}")
     except KdganError as e:  # the trained student is safe on disk; only the report is missing
         raise KdganError(f"the student is trained and saved, but the report failed: {e}. Fix that and "
                          f"run `kdgan compress --report {outdir}` (with --report-protocol, --report-ref, "

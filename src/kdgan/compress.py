@@ -256,7 +256,8 @@ def _fmt_metric(entry: dict[str, Any] | None, scale: float = 1.0) -> str:
 
 
 def report_settings(cfg: config_lib.TrainConfig, protocol: str | None = None, num_gen: int | None = None,
-                    ref: str | None = None, ref_split: str | None = None) -> tuple[Any, str]:
+                    ref: str | None = None, ref_split: str | None = None,
+                    announce: bool = True) -> tuple[Any, str]:
     """The report's protocol and reference source, checked without loading any images (so
     `kdgan compress` can refuse before its first step). The default protocol (the run's
     eval_protocol, cifar) needs a test split; data without one falls back to `fewshot`
@@ -280,10 +281,11 @@ def report_settings(cfg: config_lib.TrainConfig, protocol: str | None = None, nu
     have = f"the splits {', '.join(splits)}" if splits else "no split folders"
     if protocol is None and ref is None and ref_split is None and available("train"):
         fallback = get_protocol("fewshot", num_gen)
-        log.info("the report's default protocol %s compares with the %r split, which %s lacks (it has %s): "
-                 "the report uses protocol fewshot instead (%d generated per network vs the training "
-                 "images); choose with --report-protocol, --report-ref or --report-ref-split",
-                 proto.name, proto.ref_split, source, have, fallback.num_gen)
+        if announce:
+            log.info("the report's default protocol %s compares with the %r split, which %s lacks (it has "
+                     "%s): the report uses protocol fewshot instead (generated images vs the training "
+                     "images); choose with --report-protocol, --report-ref or --report-ref-split",
+                     proto.name, proto.ref_split, source, have)
         return fallback, source
     raise KdganError(
         f"the report's protocol {proto.name} compares with the {proto.ref_split!r} split, but {source} has "
@@ -294,13 +296,15 @@ def report_settings(cfg: config_lib.TrainConfig, protocol: str | None = None, nu
 def write_report(run_dir: str | os.PathLike, metrics: tuple[str, ...] | None = None, repeat: int = 1,
                  speed_devices: tuple[str, ...] | None = None, latency_runs: int = 20,
                  throughput_batch: int = 256, protocol: str | None = None, num_gen: int | None = None,
-                 ref: str | None = None, ref_split: str | None = None, full: bool = False) -> Path:
+                 ref: str | None = None, ref_split: str | None = None, full: bool = False,
+                 announce: bool = True) -> Path:
     """Teacher vs student of a `kdgan compress` run: report.md, report.json and a sample grid.
 
     Quality uses the run's evaluation settings (eval_protocol, eval_num_gen, eval_ref,
     inception) unless `protocol`, `num_gen`, `ref` or `ref_split` are given (see
     `report_settings`), with the same seeds for teacher and student; speed is measured on
-    the CPU and, when present, the GPU.
+    the CPU and, when present, the GPU. `announce`: log a fallback to the fewshot protocol
+    (False when the check before training has logged it already).
     """
     from kdgan.metrics import evaluate, generate_uint8, load_inception, reference_features
     from kdgan.metrics.evaluate import parse_metrics, plan_for_device
@@ -314,7 +318,7 @@ def write_report(run_dir: str | os.PathLike, metrics: tuple[str, ...] | None = N
     cfg = config_lib.from_dict(ckpt["config"])
     if not cfg.compress_teacher:
         raise KdganError(f"{run} is not a compression run (no compress_teacher in its config)")
-    proto, ref_source = report_settings(cfg, protocol, num_gen, ref, ref_split)
+    proto, ref_source = report_settings(cfg, protocol, num_gen, ref, ref_split, announce)
     device = resolve_device(cfg.device)
     G_teacher, sha = load_teacher_generator(cfg.compress_teacher, device)
     saved_sha = ckpt.get("compress", {}).get("teacher_sha256", "")

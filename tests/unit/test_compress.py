@@ -283,6 +283,8 @@ def test_report_is_checked_before_training_and_falls_back_without_a_test_split(t
     proto, source = report_settings(cfg)
     assert (proto.name, proto.ref_split, source) == ("fewshot", "train", str(flat / "x"))
     assert "report uses protocol fewshot instead" in caplog.text
+    caplog.clear()  # `kdgan compress` says it once, at the check before training, not in the report
+    assert report_settings(cfg, announce=False)[0].name == "fewshot" and "fewshot" not in caplog.text
     assert report_settings(cfg, ref=str(split))[0].name == "cifar"  # the reference has test/
     assert report_settings(config_lib.resolve(None, {"data": "cifar10"}))[0].name == "cifar"  # not loaded
     assert report_settings(cfg, "custom", 8)[0].num_gen == 8

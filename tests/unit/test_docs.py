@@ -19,7 +19,7 @@ def _anchors(markdown: str) -> set[str]:
 def test_readme_holds_the_two_commands_and_ci_runs_the_test_command():
     readme = (ROOT / "README.md").read_text()
     assert "    pip install . && kdgan train --preset demo-kd --outdir runs/demo\n" in readme
-    assert '    pip install -e ".[test]" && pytest\n' in readme
+    assert '    python -m pip install -e ".[test]" && python -m pytest\n' in readme
     ci = (ROOT / ".ci" / "run").read_text()
     assert 'pip install -q -e ".[test]" && python -m pytest' in ci
 
