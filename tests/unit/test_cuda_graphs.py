@@ -256,21 +256,27 @@ def fake_cuda(monkeypatch):
     return install
 
 
-def test_the_capture_path_computes_what_eager_steps_compute(tmp_path, fake_cuda):
+@pytest.mark.parametrize("preset,fields,steps", [
+    ("tiny", BIGGAN, 9),  # two keys (lazy R1), captured at steps 7 and 8
+    ("stylegan2-tiny", STYLEGAN2, 9),  # separate R1 and path-length steps; keys captured at 5 and 6
+], ids=["biggan", "stylegan2"])
+def test_the_capture_path_computes_what_eager_steps_compute(tmp_path, fake_cuda, preset, fields, steps):
     """The capture path of StepGraphs (capturable Adam, the packed output, replays into it) with
     a CPU stand-in for CUDA graphs: bit for bit the eager run's numbers."""
-    eager = trainer("tiny", BIGGAN, tmp_path / "eager", graphs=False)
-    logs = [eager.train_step() for _ in range(9)]
-    graphed = trainer("tiny", BIGGAN, tmp_path / "graphed", graphs=False)
+    eager = trainer(preset, fields, tmp_path / "eager", graphs=False)
+    logs = [eager.train_step() for _ in range(steps)]
+    graphed = trainer(preset, fields, tmp_path / "graphed", graphs=False)
     g = fake_cuda(graphed)
-    for step in range(9):
+    for step in range(steps):
         a, b = logs[step], graphed.train_step()
         assert list(a) == list(b), step
         for k in a:
             assert torch.equal(a[k].float(), b[k]), (step, k)
-    for p, q in zip(eager.G.parameters(), graphed.G.parameters(), strict=True):
-        assert torch.equal(p, q)
-    assert g.captures == 2 and g.replays == 2 and not g.failed
+    for name in ("G", "D", "G_ema"):
+        ours, theirs = getattr(eager, name).state_dict(), getattr(graphed, name).state_dict()
+        for p, q in zip(ours.values(), theirs.values(), strict=True):
+            assert torch.equal(p, q), name
+    assert g.captures == 2 and g.replays >= 2 and not g.failed
     graphs = list(g.graphs.values())
     assert all(x.graph.capturable_seen for x in graphs)  # Adam was capturable during the capture
     assert not any(grp["capturable"] for grp in graphed.opt_G.param_groups)  # and is not after it
