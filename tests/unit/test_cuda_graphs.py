@@ -121,7 +121,8 @@ PLAIN = {"data": "in-memory", "device": "cpu", "batch_size": 10, "xflip": False}
     ({"r1_gamma": 0.1, "r1_every": 3, "lazy_reg": "fused"}, 7, 3),  # the same inside the D step
     ({"teacher": "clip-tiny-random", "kd": "agkd,cgkd", "kd_every": 3}, 7, 3),  # KD likewise
     ({"lecam_weight": 0.1, "lecam_start_steps": 2}, 6, 3),  # warming (decay 0), decay 0.9 off, on
-], ids=["lazy-r1", "lazy-r1-fused", "kd-every", "lecam-warm-up"])
+    ({"vision_aided": "clip-tiny-random", "vision_aided_warmup": 2}, 6, 2),  # its loss on after G step 2
+], ids=["lazy-r1", "lazy-r1-fused", "kd-every", "lecam-warm-up", "vision-aided-warm-up"])
 def test_steps_with_equal_keys_run_the_same_operations_biggan(tmp_path, fields, steps, min_keys):
     t = trainer("tiny", {**PLAIN, **fields}, tmp_path, graphs=True)
     check_keys(ops_by_step(t, steps), min_keys=min_keys)
