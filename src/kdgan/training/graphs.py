@@ -120,22 +120,27 @@ class StepGraphs:
         t = self.t
         d0 = t.step * t.cfg.d_steps
         reals = [t.real_batch(d0 + i) for i in range(t.d_steps_per_step)]
-        key = None if self.failed else self.key()
-        graph = self.graphs.get(key) if key is not None else None
-        if graph is None and (self.failed or self.seen[key] < self.warmup):
-            self.seen[key] += 1
-            logs = self._eager(reals)
-        else:
-            self._fill(reals)
-            if graph is None:
-                graph = self._capture(key)
-            if graph is None:  # the capture failed: this step eagerly, from its own batches
-                logs = self._eager(reals)
-            else:
-                self.graphs.move_to_end(key)
-                logs = graph.replay()
-                self.replays += 1
+        logs = self._run(reals)
         t.end_step()
+        return logs
+
+    def _run(self, reals: list[tuple[torch.Tensor, ...]]) -> Logs:
+        """One step: eagerly after a failed capture or while its key warms up, else its graph's
+        replay (captured first if it is the key's first)."""
+        if self.failed:
+            return self._eager(reals)
+        key = self.key()
+        graph = self.graphs.get(key)
+        if graph is None and self.seen[key] < self.warmup:
+            self.seen[key] += 1
+            return self._eager(reals)
+        self._fill(reals)
+        graph = graph or self._capture(key)
+        if graph is None:  # the capture failed: this step eagerly, from its own batches
+            return self._eager(reals)
+        self.graphs.move_to_end(key)
+        logs = graph.replay()
+        self.replays += 1
         return logs
 
     def _eager(self, reals: list[tuple[torch.Tensor, ...]]) -> Logs:
