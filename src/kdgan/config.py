@@ -74,8 +74,7 @@ class TrainConfig:
     prompts: str = ""  # named list, prompt file, or "" = "a {class}" for the data's classes
     teacher_compile: bool = False  # torch.compile the CLIP image tower (first steps pay the compile)
     # the frozen teacher's dtype: auto (fp16 on a GPU, fp32 on a CPU) | fp32 | fp16 | bf16 (on a CPU
-    # with AVX-512 BF16 / AMX a ViT-B/32 teacher runs 2.2x faster in bf16; features within 1e-4
-    # cosine of fp32 for CLIP, 3e-3 for the TF Inception)
+    # with AVX-512 BF16 / AMX, bf16 halves a ViT-B/32 teacher's time: docs/teachers.md)
     teacher_dtype: str = "auto"
     kd_every: int = 1  # D steps between KD terms, weights x kd_every ("lazy", like lazy R1); 1 = paper
     # D's feature head predicts the teacher's features: none = raw (released code, CLIP) | rms =
